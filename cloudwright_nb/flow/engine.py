@@ -1,0 +1,873 @@
+"""One tick of a run: take the lease, run the step, commit its outcome and context together.
+
+A tick is three phases so that every runner (blocking, kernel, function) can supply its own way
+of executing a step between them:
+
+1. `claim` checks the run in a transaction: ended, busy, early, or over a limit; if none of
+   these, it takes the lease and counts the check durably.
+2. the runner executes the step (`execute` does it for plain Python callers).
+3. `commit` applies the outcome and the step's context writes in one transaction, but only if
+   the lease is still ours; a CONTINUE with time left in the budget claims the next step too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from ..durations import format_duration
+from ..errors import (
+    InvalidRunIdError,
+    InvalidStepError,
+    RunNotFoundError,
+    RunStateError,
+    StateDecryptionError,
+    StepMismatchError,
+)
+from ..state.stores import RunRow, Transaction
+from ..state.stores.base import END_STATUSES, LIVE_STATUSES
+from ..state.vault import Vault
+from .context import Context
+from .model import FlowRun, RunDetails, StepRecord
+from .outcomes import CONTINUE, FAIL, RERUN, Outcome, StepOptions, name_of, options_of
+from .output import capture_output
+
+log = logging.getLogger("cloudwright_nb")
+
+DEFAULT_BUDGET_SECONDS = 60.0
+RETENTION_SECONDS = 30 * 86400
+MAX_RUN_ID_LENGTH = 128
+_RUN_ID_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A step as a runner needs it: its name, its function and its options."""
+
+    name: str
+    function: Callable[..., Any]
+    options: StepOptions
+    source_hash: str
+
+
+def step_specs(functions: Sequence[Callable[..., Any]]) -> list[StepSpec]:
+    """Check the functions given to `cloudflow.run` and describe each as a step."""
+    if not functions:
+        raise InvalidStepError("cloudflow.run needs at least one step function")
+    specs = []
+    for position, function in enumerate(functions, start=1):
+        if isinstance(function, list | tuple):
+            raise InvalidStepError(
+                "pass the steps as separate arguments, cloudflow.run(first, second), "
+                "not as one list; unpack it with cloudflow.run(*steps)"
+            )
+        if not callable(function):
+            raise InvalidStepError(
+                f"step {position} is {function!r}, not a function; pass the step functions "
+                "themselves, without calling them"
+            )
+        specs.append(
+            StepSpec(name_of(function), function, options_of(function), _source_hash(function))
+        )
+    names = [spec.name for spec in specs]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise InvalidStepError(
+            f"step names must be unique, but {', '.join(duplicates)} appears more than once; "
+            "give the second one another name with @cloudflow.step(name=...)"
+        )
+    return specs
+
+
+def _source_hash(function: Callable[..., Any]) -> str:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def check_run_id(run_id: object) -> str:
+    if (
+        not isinstance(run_id, str)
+        or not run_id
+        or len(run_id) > MAX_RUN_ID_LENGTH
+        or not set(run_id) <= _RUN_ID_CHARACTERS
+    ):
+        raise InvalidRunIdError(
+            f"invalid run id {run_id!r}: use 1 to {MAX_RUN_ID_LENGTH} letters, digits, "
+            "dots, dashes or underscores"
+        )
+    return run_id
+
+
+def new_run_id(moment: float) -> str:
+    stamp = datetime.fromtimestamp(moment, timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _holder_alive(holder: str) -> bool:
+    """Whether a lease holder may still be running: only a process on this host can be checked."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _HOST or not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Claim:
+    """A step this tick holds the lease for and must execute, then commit."""
+
+    run_id: str
+    holder: str
+    step_index: int
+    step_name: str
+    attempt: int
+    inputs: dict[str, Any]
+    tick_started: float
+    budget: float
+    events: list[str] = field(default_factory=list)
+    lease_lost: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class TickResult:
+    """What a tick did: whether it ran a step, why not if it did not, and the run afterwards."""
+
+    run: FlowRun
+    ran_step: bool
+    reason: str
+    busy_until: datetime | None = None
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StepResult:
+    value: Any
+    error: BaseException | None
+    seconds: float
+    output: list[str]
+    context: Context
+
+
+class Engine:
+    """Runs, ticks and run management for one application."""
+
+    def __init__(
+        self,
+        vault: Vault,
+        flow: Any = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.vault = vault
+        self.store = vault.store
+        self.app = vault.namespace
+        self.flow = flow
+        self.clock = clock
+        self._runs_namespace = f"{self.app}/runs"
+
+    # Sealing run details.
+
+    def _seal(self, run_id: str, details: RunDetails) -> bytes:
+        return self.vault.cipher.seal(self._runs_namespace, run_id, run_id, details.to_json())
+
+    def _open(self, row: RunRow) -> RunDetails:
+        try:
+            name, data = self.vault.cipher.open(
+                self._runs_namespace, row.run_id, row.blob, check_id=False
+            )
+        except StateDecryptionError as error:
+            raise StateDecryptionError(
+                f"cannot decrypt run {row.run_id} of application {self.vault.app!r}: {error}"
+            ) from None
+        if name != row.run_id:
+            raise StateDecryptionError(f"run record {row.run_id} holds the details of run {name}")
+        return RunDetails.from_json(data)
+
+    def _view(self, row: RunRow, details: RunDetails) -> FlowRun:
+        return FlowRun(row, details, self.flow, self.clock())
+
+    def _put(
+        self, transaction: Transaction, row: RunRow, details: RunDetails, **changes: Any
+    ) -> RunRow:
+        row = replace(row, updated_at=self.clock(), **changes)
+        row = replace(row, blob=self._seal(row.run_id, details))
+        transaction.put_run(row)
+        return row
+
+    # Reading and managing runs.
+
+    def _row(self, transaction: Transaction | None, run_id: str) -> RunRow:
+        check_run_id(run_id)
+        source = transaction if transaction is not None else self.store
+        row = source.get_run(self.app, run_id)
+        if row is None:
+            raise RunNotFoundError(
+                f"no run {run_id!r} in application {self.vault.app!r}; "
+                "list the runs with `cloudwright runs`"
+            )
+        return row
+
+    def get(self, run_id: str) -> FlowRun:
+        self.vault.reading_keys()
+        row = self._row(None, run_id)
+        return self._view(row, self._open(row))
+
+    def list(self, status: str | None = None, limit: int | None = None) -> list[FlowRun]:
+        """Return runs newest first; `status` may also be "stalled"."""
+        self.vault.reading_keys()
+        statuses = LIVE_STATUSES if status == "stalled" else (status,) if status else None
+        rows = self.store.list_runs(self.app, statuses, None if status == "stalled" else limit)
+        runs = [self._view(row, self._open(row)) for row in rows]
+        if status == "stalled":
+            runs = [run for run in runs if run.stalled][:limit]
+        return runs
+
+    def create(
+        self,
+        specs: Sequence[StepSpec],
+        *,
+        inputs: Mapping[str, Any],
+        interval: float,
+        timeout: float | None,
+        script: str | None,
+        run_id: str | None = None,
+    ) -> FlowRun:
+        moment = self.clock()
+        details = RunDetails(
+            steps=[StepRecord(spec.name, spec.source_hash) for spec in specs],
+            inputs=dict(inputs),
+            interval=interval,
+            timeout=timeout,
+            script=script,
+        )
+
+        def work(transaction: Transaction) -> RunRow:
+            chosen = check_run_id(run_id) if run_id else new_run_id(moment)
+            while transaction.get_run(self.app, chosen) is not None:
+                if run_id:
+                    raise RunStateError(f"run {run_id!r} already exists")
+                chosen = new_run_id(moment)
+            self.vault.register(transaction)
+            row = RunRow(
+                app=self.app,
+                run_id=chosen,
+                status="pending",
+                step_index=0,
+                next_check_at=moment,
+                lease_holder=None,
+                lease_expires_at=None,
+                created_at=moment,
+                updated_at=moment,
+                expires_at=None,
+                blob=b"",
+            )
+            return self._put(transaction, row, details)
+
+        row = self.store.transact(work)
+        log.info("run %s created with steps %s", row.run_id, ", ".join(details.step_names))
+        return self._view(row, details)
+
+    def attach(self, run_id: str, specs: Sequence[StepSpec]) -> FlowRun:
+        """Check that `specs` are the steps the run started with, and return the run."""
+        run = self.get(run_id)
+        names = [spec.name for spec in specs]
+        if names != run.step_names:
+            raise StepMismatchError(
+                f"run {run_id} has the steps [{', '.join(run.step_names)}] but was resumed with "
+                f"[{', '.join(names)}]; resume it with the same steps in the same order"
+            )
+        row = self._row(None, run_id)
+        stored = self._open(row).steps
+        changed = [
+            spec.name
+            for spec, record in zip(specs, stored, strict=True)
+            if spec.source_hash and record.source_hash and spec.source_hash != record.source_hash
+        ]
+        if changed:
+            message = (
+                f"the source of step {', '.join(changed)} changed since run {run_id} started; "
+                "resuming with the new code"
+            )
+            warnings.warn(message, stacklevel=3)
+            log.warning(message)
+        return run
+
+    def cancel(self, run_id: str) -> FlowRun:
+        """Stop a run: it starts no further check; a step already running is not moved on."""
+
+        def work(transaction: Transaction) -> tuple[RunRow, RunDetails]:
+            row = self._row(transaction, run_id)
+            details = self._open(row)
+            if row.status in END_STATUSES:
+                raise RunStateError(f"run {run_id} has already {_ended_word(row.status)}")
+            moment = self.clock()
+            details.ended_at = moment
+            row = self._end(transaction, row, details, "cancelled", moment)
+            return row, details
+
+        row, details = self.store.transact(work)
+        log.info("run %s cancelled", run_id)
+        return self._view(row, details)
+
+    def retry(self, run_id: str) -> FlowRun:
+        """Restart a failed run at the step that failed, keeping its context."""
+
+        def work(transaction: Transaction) -> tuple[RunRow, RunDetails]:
+            row = self._row(transaction, run_id)
+            details = self._open(row)
+            if row.status != "failed":
+                raise RunStateError(
+                    f"run {run_id} is {row.status}; only a failed run can be retried"
+                )
+            index = min(row.step_index, len(details.steps) - 1)
+            failed = details.steps[index]
+            details.steps[index] = StepRecord(failed.name, failed.source_hash, output=failed.output)
+            details.ended_at = None
+            moment = self.clock()
+            transaction.set_expiry(self.vault.context_namespace(run_id), None)
+            row = self._put(
+                transaction,
+                row,
+                details,
+                status="waiting",
+                step_index=index,
+                next_check_at=moment,
+                expires_at=None,
+                lease_holder=None,
+                lease_expires_at=None,
+            )
+            return row, details
+
+        row, details = self.store.transact(work)
+        log.info("run %s retried from step %s", run_id, details.steps[row.step_index].name)
+        return self._view(row, details)
+
+    def purge(self, older_than: float) -> list[str]:
+        """Delete ended runs whose last update is more than `older_than` seconds ago."""
+        cutoff = self.clock() - older_than
+        rows = self.store.list_runs(self.app, END_STATUSES)
+        doomed = [row.run_id for row in rows if row.updated_at < cutoff]
+        if doomed:
+            self.store.delete_runs(self.app, doomed)
+        return doomed
+
+    def _end(
+        self, transaction: Transaction, row: RunRow, details: RunDetails, status: str, moment: float
+    ) -> RunRow:
+        expires_at = moment + RETENTION_SECONDS
+        details.ended_at = moment
+        transaction.set_expiry(self.vault.context_namespace(row.run_id), expires_at)
+        return self._put(
+            transaction,
+            row,
+            details,
+            status=status,
+            next_check_at=None,
+            lease_holder=None,
+            lease_expires_at=None,
+            expires_at=expires_at,
+        )
+
+    # The tick.
+
+    def tick(
+        self,
+        run_id: str,
+        steps: Mapping[str, StepSpec],
+        *,
+        force: bool = False,
+        budget: float = DEFAULT_BUDGET_SECONDS,
+        echo: Callable[[str], None] | None = None,
+    ) -> TickResult:
+        """Execute the run's current step, and the next ones while they CONTINUE and time allows.
+
+        `echo` receives each step transition as it happens.
+        """
+        shown = 0
+
+        def show(events: list[str]) -> None:
+            nonlocal shown
+            for event in events[shown:]:
+                if echo is not None:
+                    echo(event)
+            shown = len(events)
+
+        claim = self.claim(run_id, steps, force=force, budget=budget)
+        while isinstance(claim, Claim):
+            show(claim.events)
+            result = self.execute(steps[claim.step_name], claim)
+            claim = self.commit(claim, steps, result)
+        show(claim.events)
+        return claim
+
+    def claim(
+        self,
+        run_id: str,
+        steps: Mapping[str, StepSpec],
+        *,
+        force: bool = False,
+        budget: float = DEFAULT_BUDGET_SECONDS,
+    ) -> Claim | TickResult:
+        """Take the run's lease for its current step, or say why no step may run now."""
+        holder = f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
+        tick_started = self.clock()
+
+        def work(transaction: Transaction) -> Claim | TickResult:
+            row = self._row(transaction, run_id)
+            details = self._open(row)
+            moment = self.clock()
+            if row.status in END_STATUSES:
+                return self._skip(
+                    row, details, f"run {run_id} has already {_ended_word(row.status)}"
+                )
+
+            if row.lease_holder and (row.lease_expires_at or 0) > moment:
+                if _holder_alive(row.lease_holder):
+                    until = datetime.fromtimestamp(row.lease_expires_at, timezone.utc)
+                    return self._skip(
+                        row,
+                        details,
+                        f"run {run_id} is busy: {row.lease_holder} holds its lease until "
+                        f"{until.isoformat(timespec='seconds')}",
+                        busy_until=until,
+                    )
+                log.info(
+                    "run %s: taking over the lease of %s, whose process is gone",
+                    run_id,
+                    row.lease_holder,
+                )
+
+            if not force and row.next_check_at is not None and row.next_check_at > moment:
+                when = datetime.fromtimestamp(row.next_check_at, timezone.utc)
+                return self._skip(
+                    row,
+                    details,
+                    f"run {run_id} is not due: its next check is at "
+                    f"{when.isoformat(timespec='seconds')}",
+                )
+
+            events: list[str] = []
+            row, ended = self._apply_limits(transaction, row, details, steps, moment, events)
+            if ended is not None:
+                return ended
+            return self._take(
+                transaction, row, details, holder, moment, tick_started, budget, events
+            )
+
+        return self.store.transact(work)
+
+    def _skip(
+        self,
+        row: RunRow,
+        details: RunDetails,
+        reason: str,
+        busy_until: datetime | None = None,
+        events: list[str] | None = None,
+    ) -> TickResult:
+        return TickResult(self._view(row, details), False, reason, busy_until, events or [])
+
+    def _take(
+        self,
+        transaction: Transaction,
+        row: RunRow,
+        details: RunDetails,
+        holder: str,
+        moment: float,
+        tick_started: float,
+        budget: float,
+        events: list[str],
+    ) -> Claim:
+        step = details.steps[row.step_index]
+        if step.checks == 0:
+            events.append(f"{step.name}: started")
+        step.checks += 1
+        step.status = "running"
+        step.first_check_at = step.first_check_at or moment
+        step.last_check_at = moment
+        self._put(
+            transaction,
+            row,
+            details,
+            status="running",
+            lease_holder=holder,
+            lease_expires_at=moment + budget,
+        )
+        return Claim(
+            run_id=row.run_id,
+            holder=holder,
+            step_index=row.step_index,
+            step_name=step.name,
+            attempt=step.checks,
+            inputs=details.inputs,
+            tick_started=tick_started,
+            budget=budget,
+            events=events,
+        )
+
+    def _apply_limits(
+        self,
+        transaction: Transaction,
+        row: RunRow,
+        details: RunDetails,
+        steps: Mapping[str, StepSpec],
+        moment: float,
+        events: list[str],
+    ) -> tuple[RunRow, TickResult | None]:
+        """End the run, or move past a timed-out step, when a timeout is hit.
+
+        Returns the run as it now is, and a result when the run ended.
+        """
+        if details.timeout is not None and moment - row.created_at >= details.timeout:
+            details.error = _error_record(
+                details.steps[row.step_index].name,
+                "RunTimeout",
+                f"run {row.run_id} timed out: it has been going for "
+                f"{format_duration(moment - row.created_at)}, longer than its timeout of "
+                f"{format_duration(details.timeout)}",
+            )
+            details.steps[row.step_index].status = "failed"
+            row = self._end(transaction, row, details, "failed", moment)
+            events.append(f"run failed: {details.error['message']}")
+            return row, self._skip(row, details, details.error["message"], events=events)
+
+        while True:
+            step = details.steps[row.step_index]
+            options = _options(steps, step.name)
+            if options.timeout is None or step.first_check_at is None:
+                return row, None
+            if moment - step.first_check_at < options.timeout:
+                return row, None
+            message = (
+                f"step {step.name!r} timed out: it has been checking for "
+                f"{format_duration(moment - step.first_check_at)} since its first check, "
+                f"longer than its timeout of {format_duration(options.timeout)}"
+            )
+            if options.on_timeout is not CONTINUE:
+                return row, self._fail(
+                    transaction, row, details, step, "StepTimeout", message, moment, events
+                )
+            events.append(f"{message}; moving on as on_timeout=CONTINUE says")
+            row = self._advance(row, details, step, moment, events)
+            if row.status == "succeeded":
+                row = self._end(transaction, row, details, "succeeded", moment)
+                return row, self._skip(row, details, "run succeeded", events=events)
+
+    def _fail(
+        self,
+        transaction: Transaction,
+        row: RunRow,
+        details: RunDetails,
+        step: StepRecord,
+        kind: str,
+        message: str,
+        moment: float,
+        events: list[str],
+        trace: str | None = None,
+    ) -> TickResult:
+        step.status = "failed"
+        details.error = _error_record(step.name, kind, message, trace)
+        row = self._end(transaction, row, details, "failed", moment)
+        events.append(f"{step.name}: failed: {message}")
+        return self._skip(row, details, message, events=events)
+
+    def _advance(
+        self, row: RunRow, details: RunDetails, step: StepRecord, moment: float, events: list[str]
+    ) -> RunRow:
+        step.status = "done"
+        step.finished_at = moment
+        index = row.step_index + 1
+        if index >= len(details.steps):
+            events.append(f"{step.name}: done; run succeeded")
+            return replace(row, step_index=row.step_index, status="succeeded")
+        events.append(f"{step.name}: done -> {details.steps[index].name}")
+        return replace(row, step_index=index, status="waiting", next_check_at=moment)
+
+    def execute(self, spec: StepSpec, claim: Claim) -> StepResult:
+        """Run a step in this thread, renewing the lease while it runs; `async def` steps too."""
+        context = Context(self.vault, claim.run_id, claim.step_name, claim.attempt, claim.inputs)
+        started = time.perf_counter()
+        error = None
+        value = None
+        with capture_output() as output, self.renewing(claim):
+            try:
+                value = spec.function(context)
+                if inspect.isawaitable(value):
+                    value = asyncio.run(_awaited(value))
+            except Exception as raised:
+                error = raised
+        return StepResult(value, error, time.perf_counter() - started, output, context)
+
+    @contextlib.contextmanager
+    def renewing(self, claim: Claim) -> Iterator[None]:
+        """Extend the lease every third of the budget until the block ends."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(claim.budget / 3):
+                if not self.renew(claim):
+                    return
+
+        thread = threading.Thread(target=renew, name=f"lease {claim.run_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+
+    def renew(self, claim: Claim) -> bool:
+        """Extend the claim's lease; return False (and mark the claim) if it was lost."""
+
+        def work(transaction: Transaction) -> bool:
+            row = transaction.get_run(self.app, claim.run_id)
+            if row is None or row.lease_holder != claim.holder:
+                return False
+            transaction.put_run(replace(row, lease_expires_at=self.clock() + claim.budget))
+            return True
+
+        held = self.store.transact(work)
+        if not held:
+            claim.lease_lost.set()
+        return held
+
+    def commit(
+        self, claim: Claim, steps: Mapping[str, StepSpec], result: StepResult
+    ) -> Claim | TickResult:
+        """Record the step's outcome and context writes, if the lease is still ours."""
+        events = claim.events
+        puts, deletes = result.context.pending_writes()
+        context_namespace = self.vault.context_namespace(claim.run_id)
+
+        def work(transaction: Transaction) -> Claim | TickResult:
+            row = self._row(transaction, claim.run_id)
+            details = self._open(row)
+            moment = self.clock()
+            if row.status == "cancelled":
+                return self._skip(
+                    row,
+                    details,
+                    f"run {claim.run_id} was cancelled while step {claim.step_name!r} ran; "
+                    "its outcome was discarded",
+                    events=events,
+                )
+            if row.lease_holder != claim.holder or row.step_index != claim.step_index:
+                return self._skip(
+                    row,
+                    details,
+                    f"the lease on run {claim.run_id} was lost while step {claim.step_name!r} "
+                    "ran, so its outcome was discarded and the step will run again",
+                    events=events,
+                )
+            step = details.steps[row.step_index]
+            step.seconds_spent += result.seconds
+            step.keep_output(result.output)
+
+            options = _options(steps, step.name)
+            outcome = result.value
+            if result.error is not None:
+                return self._after_error(
+                    transaction, row, details, step, options, result, moment, events
+                )
+            if not isinstance(outcome, Outcome):
+                step.remember(moment, "invalid", result.seconds)
+                return self._fail(
+                    transaction,
+                    row,
+                    details,
+                    step,
+                    "InvalidOutcome",
+                    f"step {step.name!r} returned {outcome!r}; a step must return "
+                    "cloudflow.CONTINUE, cloudflow.RERUN or cloudflow.FAIL",
+                    moment,
+                    events,
+                )
+
+            for record in puts:
+                transaction.put(context_namespace, record)
+            for record_id in deletes:
+                transaction.delete(context_namespace, record_id)
+            step.remember(moment, outcome.kind, result.seconds)
+
+            if outcome.kind == FAIL.kind:
+                return self._fail(
+                    transaction,
+                    row,
+                    details,
+                    step,
+                    "StepFailed",
+                    f"step {step.name!r} returned cloudflow.FAIL",
+                    moment,
+                    events,
+                )
+
+            if outcome.kind == RERUN.kind:
+                step.reruns += 1
+                if options.max_checks is not None and step.reruns > options.max_checks:
+                    message = (
+                        f"step {step.name!r} returned RERUN {step.reruns} times, more than "
+                        f"its max_checks of {options.max_checks}"
+                    )
+                    if options.on_timeout is not CONTINUE:
+                        return self._fail(
+                            transaction,
+                            row,
+                            details,
+                            step,
+                            "MaxChecksExceeded",
+                            message,
+                            moment,
+                            events,
+                        )
+                    events.append(f"{message}; moving on as on_timeout=CONTINUE says")
+                else:
+                    return self._wait(
+                        transaction, row, details, step, options, outcome, moment, events
+                    )
+
+            row = self._advance(row, details, step, moment, events)
+            if row.status == "succeeded":
+                row = self._end(transaction, row, details, "succeeded", moment)
+                return self._skip(row, details, "run succeeded", events=events)
+
+            row, ended = self._apply_limits(transaction, row, details, steps, moment, events)
+            if ended is not None:
+                return ended
+            if moment - claim.tick_started < claim.budget / 2 and not claim.lease_lost.is_set():
+                return self._take(
+                    transaction,
+                    row,
+                    details,
+                    claim.holder,
+                    moment,
+                    claim.tick_started,
+                    claim.budget,
+                    events,
+                )
+            row = self._put(transaction, row, details, lease_holder=None, lease_expires_at=None)
+            return self._skip(row, details, "the tick's time budget is spent", events=events)
+
+        outcome = self.store.transact(work)
+        if isinstance(outcome, TickResult):
+            outcome.ran_step = True
+        return outcome
+
+    def _wait(
+        self,
+        transaction: Transaction,
+        row: RunRow,
+        details: RunDetails,
+        step: StepRecord,
+        options: StepOptions,
+        outcome: Outcome,
+        moment: float,
+        events: list[str],
+    ) -> TickResult:
+        delay = outcome.delay or _grown_delay(options, details.interval, step.reruns)
+        next_check = moment + delay
+        if options.timeout is not None and step.first_check_at is not None:
+            next_check = min(next_check, step.first_check_at + options.timeout)
+        if details.timeout is not None:
+            next_check = min(next_check, row.created_at + details.timeout)
+        if step.reruns == 1:
+            events.append(f"{step.name}: waiting, next check in {format_duration(delay)}")
+        step.status = "waiting"
+        step.next_delay = delay
+        row = self._put(
+            transaction,
+            row,
+            details,
+            status="waiting",
+            next_check_at=next_check,
+            lease_holder=None,
+            lease_expires_at=None,
+        )
+        return self._skip(row, details, f"step {step.name!r} will be checked again", events=events)
+
+    def _after_error(
+        self,
+        transaction: Transaction,
+        row: RunRow,
+        details: RunDetails,
+        step: StepRecord,
+        options: StepOptions,
+        result: StepResult,
+        moment: float,
+        events: list[str],
+    ) -> TickResult:
+        error = result.error
+        assert error is not None
+        step.failures += 1
+        step.remember(moment, "error", result.seconds)
+        message = f"step {step.name!r} raised {type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(error))
+        if step.failures <= options.retries:
+            delay = _grown_delay(options, details.interval, step.failures)
+            details.error = _error_record(step.name, type(error).__name__, str(error), trace)
+            step.status = "waiting"
+            events.append(
+                f"{step.name}: raised {type(error).__name__}, retry {step.failures} of "
+                f"{options.retries} in {format_duration(delay)}"
+            )
+            row = self._put(
+                transaction,
+                row,
+                details,
+                status="waiting",
+                next_check_at=moment + delay,
+                lease_holder=None,
+                lease_expires_at=None,
+            )
+            return self._skip(row, details, message, events=events)
+        return self._fail(
+            transaction, row, details, step, type(error).__name__, message, moment, events, trace
+        )
+
+
+def _options(steps: Mapping[str, StepSpec], name: str) -> StepOptions:
+    spec = steps.get(name)
+    return spec.options if spec is not None else StepOptions()
+
+
+def _grown_delay(options: StepOptions, run_interval: float, count: int) -> float:
+    delay = (options.interval or run_interval) * options.backoff ** max(count - 1, 0)
+    if options.max_interval is not None:
+        delay = min(delay, options.max_interval)
+    return delay
+
+
+def _error_record(step: str, kind: str, message: str, trace: str | None = None) -> dict[str, Any]:
+    return {"step": step, "type": kind, "message": message, "traceback": trace}
+
+
+def _ended_word(status: str) -> str:
+    return {"succeeded": "succeeded", "failed": "failed", "cancelled": "been cancelled"}[status]
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

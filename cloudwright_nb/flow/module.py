@@ -1,0 +1,165 @@
+"""`CloudWright.get_module("cloudflow")`: start, drive and manage runs of step functions."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..durations import Duration, parse_duration
+from ..errors import RunStateError, StepMismatchError
+from .engine import Engine, StepSpec, step_specs
+from .model import FlowRun
+from .outcomes import CONTINUE, FAIL, RERUN, step
+from .runners.blocking import drive
+
+if TYPE_CHECKING:
+    from ..app import Runtime
+
+log = logging.getLogger("cloudwright_nb")
+
+DEFAULT_INTERVAL_SECONDS = 60.0
+
+
+class CloudFlow:
+    """Long-running work as a sequence of steps, each returning CONTINUE, RERUN or FAIL."""
+
+    CONTINUE = CONTINUE
+    RERUN = RERUN
+    FAIL = FAIL
+    step = staticmethod(step)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._engine: Engine | None = None
+
+    def __repr__(self) -> str:
+        return f"<cloudflow of application {self._runtime.app!r}>"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self._runtime.vault(), self)
+        return self._engine
+
+    def run(
+        self,
+        *steps: Callable[..., Any],
+        interval: Duration | None = None,
+        run_id: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        timeout: Duration | None = None,
+    ) -> FlowRun:
+        """Start a run of `steps` (or attach to run `run_id`) and drive it to its end.
+
+        Returns the ended run. Called from a script run as `__main__`, a failed or cancelled
+        run exits the process with status 1.
+        """
+        specs = step_specs(steps)
+        interval_seconds = self._interval(interval)
+        timeout_seconds = parse_duration(timeout, name="timeout") if timeout is not None else None
+        run_id = run_id or self._runtime.take_bound_run_id()
+
+        engine = self.engine
+        if run_id and engine.store.get_run(engine.app, run_id) is not None:
+            run = engine.attach(run_id, specs)
+        else:
+            script = self._runtime.script or _main_script()
+            run = engine.create(
+                specs,
+                inputs=self._runtime.inputs if inputs is None else inputs,
+                interval=interval_seconds,
+                timeout=timeout_seconds,
+                script=str(script) if script else None,
+                run_id=run_id,
+            )
+            print(f"[{run.id}] run started with steps {', '.join(run.step_names)}")
+
+        run = self._drive(run.id, specs)
+        if run.status in ("failed", "cancelled") and _called_from_main():
+            raise SystemExit(1)
+        return run
+
+    def _interval(self, interval: Duration | None) -> float:
+        # The command line (`--interval`) and configure() override the code, which overrides
+        # CLOUDWRIGHT_INTERVAL.
+        configured = self._runtime.configured_interval
+        if configured is not None:
+            return configured
+        if interval is not None:
+            return parse_duration(interval, name="interval")
+        return self._runtime.environment_interval or DEFAULT_INTERVAL_SECONDS
+
+    def _drive(self, run_id: str, specs: list[StepSpec]) -> FlowRun:
+        run = drive(self.engine, run_id, {spec.name: spec for spec in specs})
+        print(f"[{run_id}] run {run.status}")
+        if run.error:
+            print(f"[{run_id}] error in step {run.error['step']}: {run.error['message']}")
+        return run
+
+    def get_run(self, run_id: str) -> FlowRun:
+        """Return a snapshot of the run."""
+        return self.engine.get(run_id)
+
+    def list_runs(self, status: str | None = None, limit: int | None = None) -> list[FlowRun]:
+        """Return the application's runs, newest first; `status` may be "stalled"."""
+        return self.engine.list(status, limit)
+
+    def cancel(self, run_id: str) -> FlowRun:
+        """Cancel a run: it starts no further check."""
+        return self.engine.cancel(run_id)
+
+    def resume(self, run_id: str, *steps: Callable[..., Any]) -> FlowRun:
+        """Carry a live run on from the step it was on, after a restart or a crash.
+
+        The steps are found by name in `__main__` (a script or a notebook) unless given.
+        """
+        run = self.engine.get(run_id)
+        if run.status == "failed":
+            raise RunStateError(
+                f"run {run_id} failed; start it again with cloudflow.retry({run_id!r})"
+            )
+        if run.done:
+            raise RunStateError(f"run {run_id} has already {run.status}")
+        specs = self._steps_for(run, steps)
+        self.engine.attach(run_id, specs)
+        return self._drive(run_id, specs)
+
+    def retry(self, run_id: str, *steps: Callable[..., Any]) -> FlowRun:
+        """Restart a failed run at the step that failed, keeping its context, and drive it."""
+        run = self.engine.retry(run_id)
+        try:
+            specs = self._steps_for(run, steps)
+        except StepMismatchError:
+            log.info(
+                "run %s will go on when a runner resumes it (`cloudwright resume %s`)",
+                run_id,
+                run_id,
+            )
+            return run
+        return self._drive(run_id, specs)
+
+    def _steps_for(self, run: FlowRun, steps: tuple[Callable[..., Any], ...]) -> list[StepSpec]:
+        if steps:
+            return step_specs(steps)
+        namespace = vars(sys.modules["__main__"])
+        missing = [name for name in run.step_names if not callable(namespace.get(name))]
+        if missing:
+            raise StepMismatchError(
+                f"cannot find step {', '.join(missing)} of run {run.id}; pass the step "
+                f"functions, cloudflow.resume({run.id!r}, {', '.join(run.step_names)}), "
+                f"or run `cloudwright resume {run.id}`"
+            )
+        return step_specs([namespace[name] for name in run.step_names])
+
+
+def _main_script() -> Path | None:
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return Path(path).resolve() if path else None
+
+
+def _called_from_main() -> bool:
+    # Frame 0 is this function, 1 is CloudFlow.run, 2 is whoever called run().
+    return sys._getframe(2).f_globals.get("__name__") == "__main__"

@@ -1,0 +1,176 @@
+"""The store protocol: what every backend (memory, SQLite, Firestore) must do.
+
+Stores hold opaque bytes. They never see a key name, a value or an application name: records
+are addressed by a namespace and an id that are both hashes, and only expiry times, run
+scheduling fields and ids are readable. Encryption and JSON live above this layer, so a new
+backend cannot get them wrong.
+
+Times are floats of seconds since the epoch, in UTC.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+LIVE_STATUSES = ("pending", "running", "waiting")
+END_STATUSES = ("succeeded", "failed", "cancelled")
+RUN_STATUSES = LIVE_STATUSES + END_STATUSES
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sealed value: a state key, a context key of a run."""
+
+    id: str
+    blob: bytes
+    expires_at: float | None
+
+
+@dataclass(frozen=True)
+class AppRow:
+    """An application's entry: its sealed name and the master keys that wrote its records."""
+
+    namespace: str
+    name_blob: bytes
+    fingerprints: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run as stored: scheduling fields in clear, everything else sealed in `blob`."""
+
+    app: str
+    run_id: str
+    status: str
+    step_index: int
+    next_check_at: float | None
+    lease_holder: str | None
+    lease_expires_at: float | None
+    created_at: float
+    updated_at: float
+    expires_at: float | None
+    blob: bytes
+
+
+class Transaction(ABC):
+    """Reads and writes that commit together or not at all.
+
+    Backends that retry on conflict (Firestore) may call the transaction function more than
+    once, so the function must do all its reads through the transaction and keep no effects
+    outside it. Reads come before writes.
+    """
+
+    @abstractmethod
+    def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
+        """Return the unexpired records among `ids`; missing and expired ids are left out."""
+
+    @abstractmethod
+    def put(self, namespace: str, record: Record) -> None:
+        """Create or replace a record."""
+
+    @abstractmethod
+    def delete(self, namespace: str, record_id: str) -> None:
+        """Remove a record; removing a missing record does nothing."""
+
+    @abstractmethod
+    def set_expiry(self, namespace: str, expires_at: float | None) -> None:
+        """Set the expiry of every record in a namespace (a run's context when it ends)."""
+
+    @abstractmethod
+    def get_run(self, app: str, run_id: str) -> RunRow | None:
+        """Return the run, whether or not it has expired."""
+
+    @abstractmethod
+    def put_run(self, row: RunRow) -> None:
+        """Create or replace a run."""
+
+    @abstractmethod
+    def get_app(self, namespace: str) -> AppRow | None:
+        """Return an application's entry, or None before its first write."""
+
+    @abstractmethod
+    def put_app(self, row: AppRow) -> None:
+        """Create or replace an application's entry."""
+
+
+class Store(ABC):
+    """A place where records and runs live, shared by every process that opens the same URL.
+
+    Reads outside a transaction see the latest committed data; nothing is cached between calls.
+    """
+
+    url: str
+
+    @abstractmethod
+    def transact(self, work: Callable[[Transaction], T]) -> T:
+        """Run `work` in a transaction and commit it; if `work` raises, nothing is written."""
+
+    @abstractmethod
+    def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
+        """Return the unexpired records among `ids`, in one round trip."""
+
+    @abstractmethod
+    def scan(self, namespace: str, after: str | None = None, limit: int = 500) -> list[Record]:
+        """Return up to `limit` unexpired records with ids greater than `after`, ordered by id."""
+
+    @abstractmethod
+    def count(self, namespace: str) -> int:
+        """Return how many unexpired records a namespace holds."""
+
+    @abstractmethod
+    def namespaces(self, prefix: str) -> list[str]:
+        """Return the namespaces that start with `prefix` and hold at least one record."""
+
+    @abstractmethod
+    def get_run(self, app: str, run_id: str) -> RunRow | None:
+        """Return the run, whether or not it has expired."""
+
+    @abstractmethod
+    def list_runs(
+        self, app: str, statuses: Iterable[str] | None = None, limit: int | None = None
+    ) -> list[RunRow]:
+        """Return an application's unexpired runs, newest first, optionally of some statuses."""
+
+    @abstractmethod
+    def delete_runs(self, app: str, run_ids: Sequence[str]) -> None:
+        """Remove runs and their context records."""
+
+    @abstractmethod
+    def get_app(self, namespace: str) -> AppRow | None:
+        """Return an application's entry, or None before its first write."""
+
+    @abstractmethod
+    def list_apps(self) -> list[AppRow]:
+        """Return every application's entry."""
+
+    def write(self, namespace: str, puts: Sequence[Record], deletes: Sequence[str] = ()) -> None:
+        """Write records and delete ids atomically."""
+
+        def work(transaction: Transaction) -> None:
+            for record in puts:
+                transaction.put(namespace, record)
+            for record_id in deletes:
+                transaction.delete(namespace, record_id)
+
+        self.transact(work)
+
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
+        """Release connections; the store may not be used afterwards."""
+
+
+def now() -> float:
+    return time.time()
+
+
+def context_namespace(app: str, run_id: str) -> str:
+    return f"{app}/run/{run_id}"
+
+
+def state_namespace(app: str) -> str:
+    return f"{app}/state"

@@ -1,0 +1,340 @@
+"""`sqlite:///path`: the embedded store, one SQLite file shared by every local process.
+
+The file runs in WAL mode so readers never wait for writers, with `synchronous=FULL` so a
+committed write survives a power cut, not only a killed process. Every read-then-write happens
+in a `BEGIN IMMEDIATE` transaction, which takes the write lock up front: two processes never
+both read, then both fail to upgrade with "database is locked". They queue on the busy timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+from ...errors import StoreError
+from .base import AppRow, Record, RunRow, Store, T, Transaction, context_namespace, now
+
+log = logging.getLogger("cloudwright_nb")
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 60_000
+PURGE_BATCH = 1000
+PURGE_EVERY_SECONDS = 300.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    ns TEXT NOT NULL,
+    id TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (ns, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS runs (
+    app TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    step_index INTEGER NOT NULL,
+    next_check_at REAL,
+    lease_holder TEXT,
+    lease_expires_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    expires_at REAL,
+    blob BLOB NOT NULL,
+    PRIMARY KEY (app, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_by_app_created ON runs (app, created_at);
+CREATE TABLE IF NOT EXISTS apps (
+    ns TEXT PRIMARY KEY,
+    name_blob BLOB NOT NULL,
+    fingerprints TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+_RUN_COLUMNS = (
+    "app, run_id, status, step_index, next_check_at, lease_holder, lease_expires_at, "
+    "created_at, updated_at, expires_at, blob"
+)
+_UNEXPIRED = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def _app_row(row: tuple) -> AppRow:
+    return AppRow(row[0], row[1], tuple(filter(None, row[2].split(","))))
+
+
+class _SQLiteTransaction(Transaction):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
+        return _read(self._db, namespace, ids)
+
+    def put(self, namespace: str, record: Record) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO records (ns, id, blob, expires_at) VALUES (?, ?, ?, ?)",
+            (namespace, record.id, record.blob, record.expires_at),
+        )
+
+    def delete(self, namespace: str, record_id: str) -> None:
+        self._db.execute("DELETE FROM records WHERE ns = ? AND id = ?", (namespace, record_id))
+
+    def set_expiry(self, namespace: str, expires_at: float | None) -> None:
+        self._db.execute("UPDATE records SET expires_at = ? WHERE ns = ?", (expires_at, namespace))
+
+    def get_run(self, app: str, run_id: str) -> RunRow | None:
+        return _get_run(self._db, app, run_id)
+
+    def put_run(self, row: RunRow) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 11)})",
+            (
+                row.app,
+                row.run_id,
+                row.status,
+                row.step_index,
+                row.next_check_at,
+                row.lease_holder,
+                row.lease_expires_at,
+                row.created_at,
+                row.updated_at,
+                row.expires_at,
+                row.blob,
+            ),
+        )
+
+    def get_app(self, namespace: str) -> AppRow | None:
+        row = self._db.execute(
+            "SELECT ns, name_blob, fingerprints FROM apps WHERE ns = ?", (namespace,)
+        ).fetchone()
+        return _app_row(row) if row else None
+
+    def put_app(self, row: AppRow) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO apps (ns, name_blob, fingerprints) VALUES (?, ?, ?)",
+            (row.namespace, row.name_blob, ",".join(row.fingerprints)),
+        )
+
+
+def _read(db: sqlite3.Connection, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
+    found: dict[str, Record] = {}
+    moment = now()
+    # SQLite allows 32,766 parameters per statement; stay well below it.
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT id, blob, expires_at FROM records WHERE ns = ? AND id IN ({marks}) "
+            f"AND {_UNEXPIRED}",
+            (namespace, *chunk, moment),
+        )
+        for record_id, blob, expires_at in rows:
+            found[record_id] = Record(record_id, blob, expires_at)
+    return found
+
+
+def _get_run(db: sqlite3.Connection, app: str, run_id: str) -> RunRow | None:
+    row = db.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE app = ? AND run_id = ?", (app, run_id)
+    ).fetchone()
+    return RunRow(*row) if row else None
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path, url: str | None = None) -> None:
+        self.path = Path(path)
+        self.url = url or f"sqlite:///{self.path}"
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._purger: threading.Thread | None = None
+        self._closed = threading.Event()
+
+        created = not self.path.exists()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the folder for store {self.url}: {error}") from None
+        with self._errors("open"):
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"store {self.url} has schema version {version}, newer than this "
+                        f"cloudwright-nb understands ({SCHEMA_VERSION}); upgrade cloudwright-nb"
+                    )
+                db.executescript("SAVEPOINT schema;" + _SCHEMA + "RELEASE schema;")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        if created:
+            log.info("created store %s", self.path)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"cannot {action} store {self.url}: {error}; check that the file is a "
+                "cloudwright-nb database and its folder is writable"
+            ) from None
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "connection", None)
+        if db is None:
+            if self._closed.is_set():
+                raise StoreError(f"store {self.url} is closed")
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"store {self.url} could not switch to WAL mode (got {mode})")
+            db.execute("PRAGMA synchronous = FULL")
+            self._local.connection = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    def transact(self, work: Callable[[Transaction], T]) -> T:
+        with self._errors("write to"):
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(_SQLiteTransaction(db))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        self._start_purger()
+        return result
+
+    def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
+        with self._errors("read"):
+            return _read(self._connection(), namespace, ids)
+
+    def scan(self, namespace: str, after: str | None = None, limit: int = 500) -> list[Record]:
+        with self._errors("read"):
+            rows = self._connection().execute(
+                f"SELECT id, blob, expires_at FROM records WHERE ns = ? AND id > ? "
+                f"AND {_UNEXPIRED} ORDER BY id LIMIT ?",
+                (namespace, after or "", now(), limit),
+            )
+            return [Record(*row) for row in rows]
+
+    def count(self, namespace: str) -> int:
+        with self._errors("read"):
+            return (
+                self._connection()
+                .execute(
+                    f"SELECT COUNT(*) FROM records WHERE ns = ? AND {_UNEXPIRED}",
+                    (namespace, now()),
+                )
+                .fetchone()[0]
+            )
+
+    def namespaces(self, prefix: str) -> list[str]:
+        with self._errors("read"):
+            rows = self._connection().execute(
+                "SELECT DISTINCT ns FROM records WHERE substr(ns, 1, ?) = ? ORDER BY ns",
+                (len(prefix), prefix),
+            )
+            return [row[0] for row in rows]
+
+    def get_run(self, app: str, run_id: str) -> RunRow | None:
+        with self._errors("read"):
+            return _get_run(self._connection(), app, run_id)
+
+    def list_runs(
+        self, app: str, statuses: Iterable[str] | None = None, limit: int | None = None
+    ) -> list[RunRow]:
+        query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE app = ? AND {_UNEXPIRED}"
+        parameters: list[object] = [app, now()]
+        if statuses is not None:
+            wanted = list(statuses)
+            query += f" AND status IN ({','.join('?' * len(wanted))})"
+            parameters += wanted
+        query += " ORDER BY created_at DESC, run_id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            parameters.append(limit)
+        with self._errors("read"):
+            return [RunRow(*row) for row in self._connection().execute(query, parameters)]
+
+    def delete_runs(self, app: str, run_ids: Sequence[str]) -> None:
+        def work(transaction: Transaction) -> None:
+            db = transaction._db  # type: ignore[attr-defined]
+            for run_id in run_ids:
+                db.execute("DELETE FROM runs WHERE app = ? AND run_id = ?", (app, run_id))
+                db.execute("DELETE FROM records WHERE ns = ?", (context_namespace(app, run_id),))
+
+        self.transact(work)
+
+    def get_app(self, namespace: str) -> AppRow | None:
+        with self._errors("read"):
+            row = (
+                self._connection()
+                .execute("SELECT ns, name_blob, fingerprints FROM apps WHERE ns = ?", (namespace,))
+                .fetchone()
+            )
+            return _app_row(row) if row else None
+
+    def list_apps(self) -> list[AppRow]:
+        with self._errors("read"):
+            rows = self._connection().execute("SELECT ns, name_blob, fingerprints FROM apps")
+            return [_app_row(row) for row in rows]
+
+    def purge_expired(self, batch: int = PURGE_BATCH) -> int:
+        """Delete up to `batch` expired records and runs in one short transaction."""
+        moment = now()
+
+        def work(transaction: Transaction) -> int:
+            db = transaction._db  # type: ignore[attr-defined]
+            removed = db.execute(
+                "DELETE FROM records WHERE (ns, id) IN (SELECT ns, id FROM records "
+                "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)",
+                (moment, batch),
+            ).rowcount
+            removed += db.execute(
+                "DELETE FROM runs WHERE (app, run_id) IN (SELECT app, run_id FROM runs "
+                "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)",
+                (moment, batch),
+            ).rowcount
+            return removed
+
+        return self.transact(work)
+
+    def _start_purger(self) -> None:
+        if self._purger is None:
+            self._purger = threading.Thread(
+                target=self._purge_forever, name="cloudwright-nb purge", daemon=True
+            )
+            self._purger.start()
+
+    def _purge_forever(self) -> None:
+        # Bounded batches keep each write transaction short, so runners never queue behind
+        # a purge for long.
+        while not self._closed.wait(1.0):
+            try:
+                while self.purge_expired() == PURGE_BATCH and not self._closed.is_set():
+                    pass
+            except StoreError as error:
+                log.warning("purging expired records from %s failed: %s", self.url, error)
+            if self._closed.wait(PURGE_EVERY_SECONDS):
+                return
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._connections_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
