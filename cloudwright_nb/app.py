@@ -95,6 +95,8 @@ class Runtime:
         self._master_keys: list | None = None
         self.script: Path | None = None
         self.bound_run_id: str | None = None
+        # The `cloudwright` command is itself `__main__`; its name is no application's.
+        self.name_from_main = True
 
     def configure(
         self,
@@ -151,7 +153,7 @@ class Runtime:
             or os.environ.get("CLOUDWRIGHT_APP")
             or (self.script.stem if self.script else None)
             or _notebook_name()
-            or _script_name()
+            or (_script_name() if self.name_from_main else None)
         )
         if name is None:
             raise ApplicationNameError(
@@ -207,7 +209,7 @@ class Runtime:
                 from .state.stores import open_store
 
                 self._store = open_store(self.store_url)
-                log.info("using store %s", self._store.url)
+                log.debug("using store %s", self._store.url)
             return self._store
 
     def master_keys(self) -> list:

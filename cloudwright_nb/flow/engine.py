@@ -291,7 +291,7 @@ class Engine:
             return self._put(transaction, row, details)
 
         row = self.store.transact(work)
-        log.info("run %s created with steps %s", row.run_id, ", ".join(details.step_names))
+        log.debug("run %s created with steps %s", row.run_id, ", ".join(details.step_names))
         return self._view(row, details)
 
     def attach(self, run_id: str, specs: Sequence[StepSpec]) -> FlowRun:
@@ -603,10 +603,12 @@ class Engine:
         step.status = "done"
         step.finished_at = moment
         index = row.step_index + 1
+        checks = f"{step.checks} check{'s' if step.checks != 1 else ''}"
+        took = f"done after {checks}, {format_duration(max(moment - step.first_check_at, 0.001))}"
         if index >= len(details.steps):
-            events.append(f"{step.name}: done; run succeeded")
+            events.append(f"{step.name}: {took}; run succeeded")
             return replace(row, step_index=row.step_index, status="succeeded")
-        events.append(f"{step.name}: done -> {details.steps[index].name}")
+        events.append(f"{step.name}: {took} -> {details.steps[index].name}")
         return replace(row, step_index=index, status="waiting", next_check_at=moment)
 
     def execute(self, spec: StepSpec, claim: Claim) -> StepResult:

@@ -169,14 +169,16 @@ class SQLiteStore(Store):
                         f"store {self.url} has schema version {version}, newer than this "
                         f"cloudwright-nb understands ({SCHEMA_VERSION}); upgrade cloudwright-nb"
                     )
-                db.executescript("SAVEPOINT schema;" + _SCHEMA + "RELEASE schema;")
+                # executescript() would commit first; run the statements inside our transaction.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         if created:
-            log.info("created store %s", self.path)
+            log.info("created store %s", self.path.resolve())
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:

@@ -1,6 +1,5 @@
 """Stand-in for CloudWright's ``gmail`` module that sends through SMTP or writes .eml files."""
 
-import logging
 import os
 import secrets
 import smtplib
@@ -14,8 +13,6 @@ DEFAULT_SENDER = "cloudwright@localhost"
 DEFAULT_OUTBOX = "outbox"
 DEFAULT_SMTP_PORT = 25
 SMTP_TIMEOUT_SECONDS = 30
-
-logger = logging.getLogger(__name__)
 
 
 class Gmail:
@@ -71,7 +68,8 @@ class Gmail:
             delivery = self._send_through_smtp(message, self.smtp_host, recipients)
 
         self.last_delivery = delivery
-        logger.info("Sent e-mail %r: %s", subject, delivery)
+        # Printed rather than logged: a step's printed lines are kept with its run.
+        print(f"email {subject!r} to {message['To']}: {delivery}")
         return delivery
 
     def _send_through_smtp(self, message: EmailMessage, host: str, recipients: list[str]) -> str:

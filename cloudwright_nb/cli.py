@@ -1,0 +1,435 @@
+"""The `cloudwright` command: a thin layer that parses, calls the library, and prints.
+
+Exit codes: 0 success, 1 a failed run or operation, 2 bad usage. Errors are one line on
+stderr; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import runpy
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .app import CloudWright, check_app_name, parse_inputs
+from .durations import parse_duration
+from .errors import CloudWrightError, ConfigurationError, InvalidDurationError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command-line argument that is wrong in a way argparse cannot see."""
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except InvalidDurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _app_name(text: str) -> str:
+    try:
+        return check_app_name(text)
+    except ConfigurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app", type=_app_name, help="application name (default: the script's name)"
+    )
+    parser.add_argument("--store", metavar="URL", help="store URL (default: CLOUDWRIGHT_STORE)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudwright",
+        description="Run CloudFlow applications and manage their runs and state.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run an application script; its flow runs to the end")
+    run.add_argument("script", type=Path, metavar="APP.py")
+    run.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an application input; repeat for several",
+    )
+    run.add_argument(
+        "--interval",
+        type=_duration,
+        metavar="DURATION",
+        help="delay between checks of a rerunning step, e.g. 5s or 2m",
+    )
+    run.add_argument("--run-id", metavar="ID", help="attach to this run, or start it with this id")
+    run.set_defaults(handler=_run)
+
+    runs = commands.add_parser("runs", help="list runs, newest first")
+    runs.add_argument(
+        "--status",
+        choices=["pending", "running", "waiting", "succeeded", "failed", "cancelled", "stalled"],
+    )
+    runs.add_argument("--limit", type=int, default=50, help="how many runs to list (default 50)")
+    runs.add_argument("-q", "--quiet", action="store_true", help="print only the run ids")
+    runs.set_defaults(handler=_runs)
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="purge")
+    purge = runs_commands.add_parser("purge", help="delete ended runs older than a duration")
+    purge.add_argument(
+        "--older-than",
+        type=_duration,
+        required=True,
+        metavar="DURATION",
+        help="age of the last update, e.g. 7d",
+    )
+    purge.set_defaults(handler=_purge)
+
+    for name, handler, text in [
+        ("status", _status, "show a run, one line per step"),
+        ("cancel", _cancel, "cancel a run"),
+        ("resume", _resume, "carry a run on by executing its script again"),
+        ("retry", _retry, "restart a failed run at the step that failed"),
+    ]:
+        command = commands.add_parser(name, help=text)
+        command.add_argument("run_id", metavar="RUN_ID")
+        command.set_defaults(handler=handler)
+
+    state = commands.add_parser("state", help="read and write the application's state")
+    state_commands = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    listing = state_commands.add_parser("list", help="list keys with their expiry")
+    listing.add_argument("--prefix", help="only keys that start with this")
+    listing.set_defaults(handler=_state_list)
+    get = state_commands.add_parser("get", help="print a value as JSON")
+    get.add_argument("key")
+    get.set_defaults(handler=_state_get)
+    put = state_commands.add_parser(
+        "set", help='store a value: JSON when it parses (42, true, {"a": 1}), else a string'
+    )
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument(
+        "--ttl",
+        type=_duration,
+        metavar="DURATION",
+        help="keep the value this long (default 30d, at most 365d)",
+    )
+    put.set_defaults(handler=_state_set)
+    delete = state_commands.add_parser("delete", help="delete a key")
+    delete.add_argument("key")
+    delete.set_defaults(handler=_state_delete)
+    export = state_commands.add_parser("export", help="write every key as JSON lines, decrypted")
+    export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    export.set_defaults(handler=_state_export)
+    load = state_commands.add_parser("import", help="read JSON lines written by export")
+    load.add_argument("file", help="file to read, or - for stdin")
+    load.set_defaults(handler=_state_import)
+
+    keys = commands.add_parser("keys", help="create or rotate master keys")
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    key_commands.add_parser("generate", help="print a new random master key").set_defaults(
+        handler=_keys_generate
+    )
+    key_commands.add_parser(
+        "rotate", help="re-encrypt every record under the first key of CLOUDWRIGHT_MASTER_KEY"
+    ).set_defaults(handler=_keys_rotate)
+
+    for command in [
+        parser,
+        run,
+        runs,
+        purge,
+        state,
+        listing,
+        get,
+        put,
+        delete,
+        export,
+        load,
+        keys,
+        *key_commands.choices.values(),
+    ]:
+        _common(command)
+    for name in ("status", "cancel", "resume", "retry"):
+        _common(commands.choices[name])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    CloudWright.name_from_main = False
+    _show_log_events()
+    try:
+        CloudWright.configure(app=args.app, store=args.store)
+        return handler(args)
+    except UsageError as error:
+        parser.exit(EXIT_USAGE, f"cloudwright: error: {error}\n")
+    except (CloudWrightError, OSError) as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"cloudwright: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("cloudwright: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_OK
+
+
+def _show_log_events() -> None:
+    """Print the library's INFO events (store created, key file created) on stderr."""
+    logger = logging.getLogger("cloudwright_nb")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("cloudwright: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+# Runs.
+
+
+def _execute_script(script: Path, debug: bool) -> int:
+    """Execute an application script as `__main__`, as `python APP.py` would."""
+    if not script.is_file():
+        raise UsageError(f"no such script: {script}")
+    script = script.resolve()
+    CloudWright.script = script
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [str(script)]
+    sys.path.insert(0, str(script.parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_FAILED)
+    except CloudWrightError:
+        raise
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        else:
+            where = _innermost_frame_in(error, script)
+            print(
+                f"cloudwright: error: {script.name}{where} raised {type(error).__name__}: "
+                f"{error} (add --debug for the traceback)",
+                file=sys.stderr,
+            )
+        return EXIT_FAILED
+    finally:
+        sys.argv, sys.path = saved_argv, saved_path
+    return EXIT_OK
+
+
+def _innermost_frame_in(error: BaseException, script: Path) -> str:
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if Path(frame.filename) == script
+    ]
+    return f" line {frames[-1].lineno}" if frames else ""
+
+
+def _run(args: argparse.Namespace) -> int:
+    inputs = _inputs(args.input)
+    CloudWright.configure(inputs=inputs, interval=args.interval)
+    CloudWright.bind_run(args.run_id)
+    return _execute_script(args.script, args.debug)
+
+
+def _inputs(pairs: list[str]) -> dict[str, str]:
+    try:
+        return parse_inputs(pairs)
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from None
+
+
+def _cloudflow():
+    return CloudWright.get_module("cloudflow")
+
+
+def _runs(args: argparse.Namespace) -> int:
+    runs = _cloudflow().list_runs(status=args.status, limit=args.limit)
+    if args.quiet:
+        for run in runs:
+            print(run.id)
+        return EXIT_OK
+    if not runs:
+        print(f"no runs in application {CloudWright.app!r}")
+        return EXIT_OK
+    print(f"{'RUN ID':<24} {'STATUS':<10} {'STEP':<24} {'NEXT CHECK':<20} CREATED")
+    for run in runs:
+        status = f"{run.status}{'*' if run.stalled else ''}"
+        step = f"{run.step_index + 1}/{len(run.step_names)} {run.current_step or ''}"
+        next_check = run.next_check_at.strftime("%Y-%m-%d %H:%M:%S") if run.next_check_at else "-"
+        created = run.created_at.strftime("%Y-%m-%d %H:%M:%S") if run.created_at else "-"
+        print(f"{run.id:<24} {status:<10} {step[:24]:<24} {next_check:<20} {created}")
+    if any(run.stalled for run in runs):
+        print(
+            "* stalled: overdue with nobody holding it; `cloudwright resume RUN_ID` takes it over"
+        )
+    return EXIT_OK
+
+
+def _purge(args: argparse.Namespace) -> int:
+    removed = _cloudflow().engine.purge(args.older_than)
+    print(f"deleted {len(removed)} ended run(s)")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    run = _cloudflow().get_run(args.run_id)
+    print(run.summary())
+    if run.error and run.error.get("traceback"):
+        print(run.error["traceback"].rstrip())
+    return EXIT_FAILED if run.status == "failed" else EXIT_OK
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    run = _cloudflow().cancel(args.run_id)
+    print(f"run {run.id} cancelled")
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace) -> int:
+    run = _cloudflow().get_run(args.run_id)
+    if run.status == "failed":
+        raise UsageError(f"run {run.id} failed; start it again with `cloudwright retry {run.id}`")
+    if run.done:
+        print(f"run {run.id} has already {run.status}")
+        return EXIT_OK
+    return _rerun_script(run, args.debug)
+
+
+def _retry(args: argparse.Namespace) -> int:
+    run = _cloudflow().engine.retry(args.run_id)
+    print(f"run {run.id} restarts at step {run.current_step}")
+    return _rerun_script(run, args.debug)
+
+
+def _rerun_script(run: Any, debug: bool) -> int:
+    if not run.script:
+        raise UsageError(
+            f"run {run.id} records no script; resume it where it started, "
+            f"for example with %cloudflow resume {run.id} in its notebook"
+        )
+    script = Path(run.script)
+    if not script.is_file():
+        raise UsageError(f"run {run.id} was started by {script}, which no longer exists")
+    CloudWright.configure(inputs=run.inputs)
+    CloudWright.bind_run(run.id)
+    return _execute_script(script, debug)
+
+
+# State.
+
+
+def _state():
+    return CloudWright.get_module("state")
+
+
+def _state_list(args: argparse.Namespace) -> int:
+    state = _state()
+    names = sorted(state.keys(args.prefix))
+    for name in names:
+        expires_at = state.expires_at(name)
+        when = expires_at.strftime("%Y-%m-%d %H:%M:%S UTC") if expires_at else "-"
+        print(f"{name}\t{when}")
+    return EXIT_OK
+
+
+def _state_get(args: argparse.Namespace) -> int:
+    state = _state()
+    values = state.get_many([args.key])
+    if args.key not in values:
+        print(
+            f"cloudwright: key {args.key!r} is not set in application {state.app!r}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(json.dumps(values[args.key], indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _state_set(args: argparse.Namespace) -> int:
+    try:
+        value: Any = json.loads(args.value)
+    except json.JSONDecodeError:
+        value = args.value
+    _state().set(args.key, value, ttl=args.ttl)
+    return EXIT_OK
+
+
+def _state_delete(args: argparse.Namespace) -> int:
+    state = _state()
+    if not state.delete(args.key):
+        print(
+            f"cloudwright: key {args.key!r} is not set in application {state.app!r}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _state_export(args: argparse.Namespace) -> int:
+    from .state.admin import export_state
+
+    lines = export_state(_state())
+    if args.output is None:
+        for line in lines:
+            print(line)
+        return EXIT_OK
+    count = 0
+    with args.output.open("w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(line + "\n")
+            count += 1
+    print(f"exported {count} key(s) to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _state_import(args: argparse.Namespace) -> int:
+    from .state.admin import import_state
+
+    if args.file == "-":
+        count = import_state(_state(), sys.stdin, "stdin")
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise UsageError(f"no such file: {path}")
+        with path.open(encoding="utf-8") as handle:
+            count = import_state(_state(), handle, str(path))
+    print(f"imported {count} key(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+# Keys.
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from .state.crypto import generate_master_key
+
+    print(generate_master_key())
+    return EXIT_OK
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from .state.admin import rotate_keys
+
+    keys = CloudWright.master_keys()
+    count = rotate_keys(CloudWright.store(), keys)
+    print(f"re-encrypted {count} record(s) under master key {keys[0].fingerprint}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Whole-store maintenance: master key rotation, and moving an application's state as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from ..errors import InvalidValueError
+from . import codec
+from .crypto import AppCipher, MasterKey, RegistryCipher
+from .module import MAX_TTL_SECONDS, StateModule
+from .stores import AppRow, Record, Store, Transaction
+from .stores.base import now
+
+_PAGE = 500
+
+
+def rotate_keys(store: Store, master_keys: Sequence[MasterKey]) -> int:
+    """Re-encrypt every record of every application under the first master key.
+
+    Records are re-sealed page by page, each page in its own transaction, so the store stays
+    usable while it runs and a rotation that stops half way can simply be run again. Returns the
+    number of records and runs re-encrypted.
+    """
+    registry = RegistryCipher(master_keys)
+    first = master_keys[0]
+    rotated = 0
+    for app_row in store.list_apps():
+        app = registry.open_name(app_row.namespace, app_row.name_blob)
+        cipher = AppCipher(app, master_keys)
+        for namespace in store.namespaces(f"{app_row.namespace}/"):
+            rotated += _rotate_namespace(store, cipher, namespace, first)
+        rotated += _rotate_runs(store, cipher, app_row.namespace, first)
+
+        def finish(transaction: Transaction, row: AppRow = app_row, name: str = app) -> None:
+            transaction.put_app(
+                AppRow(row.namespace, registry.seal_name(row.namespace, name), (first.fingerprint,))
+            )
+
+        store.transact(finish)
+    return rotated
+
+
+def _sealed_by(blob: bytes, key: MasterKey) -> bool:
+    return blob[1:9] == key.fingerprint_bytes
+
+
+def _rotate_namespace(store: Store, cipher: AppCipher, namespace: str, first: MasterKey) -> int:
+    rotated = 0
+    after = None
+    while True:
+        page = store.scan(namespace, after=after, limit=_PAGE)
+        moves: list[tuple[Record, Record]] = []
+        for record in page:
+            name, payload = cipher.open(namespace, record.id, record.blob)
+            new_id = cipher.record_id(namespace, name)
+            if new_id == record.id and _sealed_by(record.blob, first):
+                continue
+            sealed = Record(
+                new_id, cipher.seal(namespace, new_id, name, payload), record.expires_at
+            )
+            moves.append((record, sealed))
+
+        def work(transaction: Transaction, moves: list[tuple[Record, Record]] = moves) -> None:
+            for old, new in moves:
+                transaction.put(namespace, new)
+                if old.id != new.id:
+                    transaction.delete(namespace, old.id)
+
+        if moves:
+            store.transact(work)
+            rotated += len(moves)
+        if len(page) < _PAGE:
+            return rotated
+        after = page[-1].id
+
+
+def _rotate_runs(store: Store, cipher: AppCipher, app: str, first: MasterKey) -> int:
+    runs_namespace = f"{app}/runs"
+    rows = [row for row in store.list_runs(app) if not _sealed_by(row.blob, first)]
+    for row in rows:
+        _, payload = cipher.open(runs_namespace, row.run_id, row.blob, check_id=False)
+        blob = cipher.seal(runs_namespace, row.run_id, row.run_id, payload)
+
+        def work(transaction: Transaction, run_id: str = row.run_id, blob: bytes = blob) -> None:
+            current = transaction.get_run(app, run_id)
+            if current is not None:
+                transaction.put_run(replace(current, blob=blob))
+
+        store.transact(work)
+    return len(rows)
+
+
+def export_state(state: StateModule) -> Iterator[str]:
+    """Yield one JSON line per key: its name, its value and when it expires (ISO 8601, UTC)."""
+    for key, value in state.items():
+        expires_at = state.expires_at(key)
+        line = {
+            "key": key,
+            "value": value,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        }
+        yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+
+
+def import_state(state: StateModule, lines: Iterable[str] | IO[str], source: str = "input") -> int:
+    """Write the keys of JSON lines made by `export_state`, keeping their expiry.
+
+    Every line is checked before anything is written, so a bad file changes nothing. Keys whose
+    expiry has passed are left out. Returns the number of keys written.
+    """
+    entries: list[tuple[str, Any, float]] = []
+    moment = now()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        entry = _parse_line(line, number, source)
+        codec.encode_value(codec.check_key(entry["key"]), entry["value"])
+        remaining = _remaining_seconds(entry.get("expires_at"), moment, number, source)
+        if remaining > 0:
+            entries.append((entry["key"], entry["value"], min(remaining, MAX_TTL_SECONDS)))
+
+    for key, value, remaining in entries:
+        state.set(key, value, ttl=remaining)
+    return len(entries)
+
+
+def _parse_line(line: str, number: int, source: str) -> dict[str, Any]:
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InvalidValueError(f"{source} line {number} is not JSON: {error}") from None
+    if not isinstance(entry, dict) or "key" not in entry or "value" not in entry:
+        raise InvalidValueError(
+            f'{source} line {number} must be an object with "key" and "value", '
+            "as `cloudwright state export` writes"
+        )
+    return entry
+
+
+def _remaining_seconds(expires_at: Any, moment: float, number: int, source: str) -> float:
+    if expires_at is None:
+        return 30 * 86400
+    try:
+        when = datetime.fromisoformat(expires_at)
+    except (TypeError, ValueError):
+        raise InvalidValueError(
+            f"{source} line {number} has expires_at {expires_at!r}, which is not an ISO 8601 time"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return math.floor(when.timestamp() - moment)
