@@ -185,11 +185,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to the `sys.stderr` of the moment, which tests and shells replace."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _show_log_events() -> None:
     """Print the library's INFO events (store created, key file created) on stderr."""
     logger = logging.getLogger("cloudwright_nb")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("cloudwright: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
