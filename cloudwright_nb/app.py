@@ -131,9 +131,10 @@ class Runtime:
             self._modules.clear()
 
     def reset(self) -> None:
-        """Forget every setting and cached module, as in a fresh process."""
+        """Forget every setting, registered module and cached module, as in a fresh process."""
         with self._lock:
             self._settings.clear()
+            self._factories.clear()
             self._modules.clear()
             self._master_keys = None
             self._close_store()

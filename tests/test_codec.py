@@ -38,7 +38,7 @@ def test_tuple_comes_back_as_list(state):
     "value",
     [
         {"rows": [{"id": 1, "tags": ("a", "b")}, {"id": 2, "tags": ()}], "total": 2.5},
-        [None, True, False, 0, -1, 2**62, 1.5e-300, "", "ünïcödé ✓ 🚀", "\x00\n\t\"\\"],
+        [None, True, False, 0, -1, 2**62, 1.5e-300, "", "ünïcödé ✓ 🚀", '\x00\n\t"\\'],
         {"": {"nested": {"deeper": [[[]]]}}, "emoji 🚀": {}},
         "just a string",
         12345678901234567890,
@@ -218,7 +218,7 @@ def test_empty_key_is_rejected(state):
 
 
 def test_key_of_1025_characters_is_rejected(state):
-    with pytest.raises(ValueError, match="1,?024") as caught:
+    with pytest.raises(ValueError, match=r"1,?024") as caught:
         state.set("k" * 1025, 1)
 
     assert isinstance(caught.value, CloudWrightError)

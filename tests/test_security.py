@@ -7,11 +7,13 @@ and look at the bytes: no value, key name or application name may be readable th
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import secrets
 import sqlite3
 import stat
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,8 +49,8 @@ def encodings_of(text: str) -> dict[str, bytes]:
         "hex": data.hex().encode(),
         "HEX": data.hex().upper().encode(),
     }
-    # Base64 output depends on where the text starts modulo 3 bytes; the first and last four
-    # characters mix in neighbouring bytes, so match only the interior.
+    # Base64 output depends on where the text starts modulo 3 bytes. The first and last four
+    # characters also encode neighbouring bytes, so only the interior is matched.
     for offset in range(3):
         encoded = base64.b64encode(bytes(offset) + data)
         patterns[f"base64+{offset}"] = encoded[4:-4]
@@ -67,22 +69,28 @@ def readable_leaks(path: Path, texts: list[str]) -> list[str]:
     ]
 
 
+@contextmanager
+def database(sqlite_url: str) -> Iterator[sqlite3.Connection]:
+    """Open the store's file with the plain `sqlite3` module and commit on success."""
+    with closing(sqlite3.connect(database_path(sqlite_url))) as db, db:
+        yield db
+
+
 def records(sqlite_url: str) -> list[tuple[str, str, bytes]]:
     """Return every (namespace, id, blob) row of the records table, in id order."""
-    with sqlite3.connect(database_path(sqlite_url)) as db:
+    with database(sqlite_url) as db:
         return db.execute("SELECT ns, id, blob FROM records ORDER BY ns, id").fetchall()
 
 
+def app_rows(sqlite_url: str) -> list[tuple]:
+    with database(sqlite_url) as db:
+        return db.execute("SELECT * FROM apps ORDER BY 1").fetchall()
+
+
 def set_blob(sqlite_url: str, record_id: str, blob: bytes) -> None:
-    db = sqlite3.connect(database_path(sqlite_url))
-    try:
-        with db:
-            changed = db.execute(
-                "UPDATE records SET blob = ? WHERE id = ?", (blob, record_id)
-            ).rowcount
-        assert changed == 1
-    finally:
-        db.close()
+    with database(sqlite_url) as db:
+        changed = db.execute("UPDATE records SET blob = ? WHERE id = ?", (blob, record_id))
+        assert changed.rowcount == 1
 
 
 def new_record(sqlite_url: str, before: list[tuple[str, str, bytes]]) -> tuple[str, str, bytes]:
@@ -100,7 +108,7 @@ def secured_state(sqlite_url: str, master_key: str):
 # Nothing readable on disk
 
 
-def test_database_file_holds_no_readable_value_key_or_app(secured_state, sqlite_url):
+def test_open_database_has_no_plaintext(secured_state, sqlite_url):
     secured_state.set(KEY_NAME, {"note": MARKER, "list": [MARKER]})
     secured_state.set("plain-key", MARKER)
     path = database_path(sqlite_url)
@@ -111,7 +119,7 @@ def test_database_file_holds_no_readable_value_key_or_app(secured_state, sqlite_
     assert readable_leaks(wal, [MARKER, KEY_NAME, APP_NAME]) == []
 
 
-def test_closed_database_holds_no_readable_value_key_or_app(secured_state, sqlite_url):
+def test_closed_database_has_no_plaintext(secured_state, sqlite_url):
     secured_state.set(KEY_NAME, MARKER)
     secured_state.update(KEY_NAME, lambda value: value + "-updated")
 
@@ -211,20 +219,19 @@ def test_ciphertext_copied_to_another_application_fails(sqlite_url, master_key):
         other_state.get("balance")
 
 
-def test_record_row_moved_to_another_application_is_not_read(sqlite_url, master_key):
+def test_row_moved_to_other_app_fails(sqlite_url, master_key):
     open_state("app-one", sqlite_url).set("balance", 100)
     namespace, record_id, blob = new_record(sqlite_url, [])
     other_state = open_state("app-two", sqlite_url)
     other_state.set("unrelated", 1)
     other_namespace = new_record(sqlite_url, [(namespace, record_id, blob)])[0]
 
-    with sqlite3.connect(database_path(sqlite_url)) as db:
+    with database(sqlite_url) as db:
         db.execute(
             "INSERT INTO records (ns, id, blob, expires_at) SELECT ?, id, blob, expires_at "
             "FROM records WHERE ns = ? AND id = ?",
             (other_namespace, namespace, record_id),
         )
-    db.close()
 
     # The id is an HMAC under app-one's key, so app-two never looks it up by name, and
     # listing it fails authentication instead of revealing app-one's value.
@@ -263,11 +270,12 @@ WRONG_KEY_OPERATIONS = {
 
 
 @pytest.mark.parametrize("operation", list(WRONG_KEY_OPERATIONS))
-def test_wrong_master_key_fails_at_once_and_changes_nothing(
+def test_wrong_master_key_fails_first_call(
     written_with_first_key, sqlite_url, monkeypatch, operation
 ):
     right_key = os.environ["CLOUDWRIGHT_MASTER_KEY"]
     rows_before = records(sqlite_url)
+    apps_before = app_rows(sqlite_url)
     monkeypatch.setenv("CLOUDWRIGHT_MASTER_KEY", new_master_key())
     state = open_state(APP_NAME, sqlite_url)
 
@@ -276,6 +284,7 @@ def test_wrong_master_key_fails_at_once_and_changes_nothing(
 
     assert "CLOUDWRIGHT_MASTER_KEY" in str(caught.value)
     assert records(sqlite_url) == rows_before
+    assert app_rows(sqlite_url) == apps_before
     monkeypatch.setenv("CLOUDWRIGHT_MASTER_KEY", right_key)
     assert dict(open_state(APP_NAME, sqlite_url).items()) == written_with_first_key
 
@@ -298,6 +307,15 @@ def test_key_file_is_created_with_mode_0600(sqlite_url):
     open_state(APP_NAME, sqlite_url).set("a", 1)
 
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_key_file_creation_is_logged(sqlite_url, caplog):
+    key_file = Path(os.environ["CLOUDWRIGHT_KEY_FILE"])
+
+    with caplog.at_level(logging.INFO, logger="cloudwright_nb"):
+        open_state(APP_NAME, sqlite_url).set("a", 1)
+
+    assert any(str(key_file) in record.getMessage() for record in caplog.records)
 
 
 def test_key_file_is_reused_by_next_process(sqlite_url):
@@ -368,7 +386,7 @@ def test_malformed_master_key_raises_with_fix(sqlite_url, monkeypatch, value):
 
 
 @pytest.fixture
-def keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def keys() -> dict[str, str]:
     return {"old": new_master_key(), "new": new_master_key()}
 
 
@@ -413,7 +431,7 @@ def test_rewrite_under_new_key_leaves_no_old_copy(sqlite_url, monkeypatch, keys)
     assert dict(open_state(APP_NAME, sqlite_url).items()) == {"a": 2}
 
 
-def test_rotate_keys_makes_every_value_readable_with_new_key(sqlite_url, monkeypatch, keys):
+def test_rotate_keys_moves_values_to_new_key(sqlite_url, monkeypatch, keys):
     values = {"a": 1, "b": [2], "c": {"three": 3}}
     use_keys(monkeypatch, keys["old"])
     open_state(APP_NAME, sqlite_url).set_many(values)
@@ -466,7 +484,7 @@ def test_old_key_alone_fails_after_rotation(sqlite_url, monkeypatch, keys):
         open_state(APP_NAME, sqlite_url).get("a")
 
 
-def test_values_under_old_key_fail_with_new_key_alone(sqlite_url, monkeypatch, keys):
+def test_new_key_alone_fails_before_rotation(sqlite_url, monkeypatch, keys):
     use_keys(monkeypatch, keys["old"])
     open_state(APP_NAME, sqlite_url).set("a", 1)
     use_keys(monkeypatch, keys["new"], keys["old"])
@@ -477,9 +495,3 @@ def test_values_under_old_key_fail_with_new_key_alone(sqlite_url, monkeypatch, k
 
     with pytest.raises(StateDecryptionError):
         list(state.items())
-
-
-@pytest.fixture(autouse=True)
-def close_store() -> Iterator[None]:
-    yield
-    CloudWright.reset()

@@ -152,12 +152,19 @@ def test_update_that_raises_keeps_old_value(state):
     assert state.get("counter") == 5
 
 
+def slow_increment(count: int) -> int:
+    # The pause widens the window between the read and the write of an update, so a store
+    # that does not serialize updates loses some of them on nearly every run.
+    time.sleep(0.002)
+    return count + 1
+
+
 def test_concurrent_updates_from_threads_are_all_kept(state):
-    threads_count, updates_each = 4, 20
+    threads_count, updates_each = 4, 10
 
     def work() -> None:
         for _ in range(updates_each):
-            state.update("hits", lambda n: n + 1, default=0)
+            state.update("hits", slow_increment, default=0)
 
     threads = [threading.Thread(target=work) for _ in range(threads_count)]
     for thread in threads:
@@ -173,7 +180,7 @@ def test_concurrent_updates_from_two_runtimes_are_all_kept(state, other_process)
 
     def work(module) -> None:
         for _ in range(20):
-            module.update("hits", lambda n: n + 1, default=0)
+            module.update("hits", slow_increment, default=0)
 
     threads = [threading.Thread(target=work, args=(module,)) for module in (state, other_state)]
     for thread in threads:
@@ -483,7 +490,7 @@ def test_concurrent_async_updates_are_all_kept(state):
 # Reads see other writers at once
 
 
-def test_write_by_another_runtime_is_seen_by_next_read(state, other_process):
+def test_other_runtime_write_seen_at_once(state, other_process):
     other_state = other_process.get_module("state")
     assert state.get("status") is None
 
@@ -527,7 +534,7 @@ state = CloudWright.get_module("state")
 """
 
 
-def test_write_by_child_process_is_seen_by_next_read(sqlite_url, master_key):
+def test_child_process_write_seen_at_once(sqlite_url, master_key):
     CloudWright.configure(app="test-app", store=sqlite_url)
     state = CloudWright.get_module("state")
     state.set("status", "before")
@@ -616,11 +623,13 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 def record(record_id: str, blob: bytes = b"\x00sealed\xff", expires_in: float | None = 3600):
-    expires_at = None if expires_in is None else time.time() + expires_in
+    # Stores keep times to the microsecond, the precision of a Firestore timestamp.
+    expires_at = None if expires_in is None else round(time.time() + expires_in, 6)
     return Record(record_id, blob, expires_at)
 
 
 def run_row(run_id: str, created_at: float, status: str = "waiting", app: str = "app-ns"):
+    created_at = round(created_at, 6)
     return RunRow(
         app=app,
         run_id=run_id,

@@ -39,7 +39,7 @@ from ..errors import (
     StepMismatchError,
 )
 from ..state.stores import RunRow, Transaction
-from ..state.stores.base import END_STATUSES, LIVE_STATUSES
+from ..state.stores.base import END_STATUSES, LIVE_STATUSES, now
 from ..state.vault import Vault
 from .context import Context
 from .model import FlowRun, RunDetails, StepRecord
@@ -183,7 +183,7 @@ class Engine:
         vault: Vault,
         flow: Any = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = now,
     ) -> None:
         self.vault = vault
         self.store = vault.store
@@ -227,6 +227,8 @@ class Engine:
         check_run_id(run_id)
         source = transaction if transaction is not None else self.store
         row = source.get_run(self.app, run_id)
+        if row is not None and row.expires_at is not None and row.expires_at <= self.clock():
+            row = None
         if row is None:
             raise RunNotFoundError(
                 f"no run {run_id!r} in application {self.vault.app!r}; "
@@ -350,6 +352,7 @@ class Engine:
             failed = details.steps[index]
             details.steps[index] = StepRecord(failed.name, failed.source_hash, output=failed.output)
             details.ended_at = None
+            details.error = None
             moment = self.clock()
             transaction.set_expiry(self.vault.context_namespace(run_id), None)
             row = self._put(

@@ -5,7 +5,8 @@ are addressed by a namespace and an id that are both hashes, and only expiry tim
 scheduling fields and ids are readable. Encryption and JSON live above this layer, so a new
 backend cannot get them wrong.
 
-Times are floats of seconds since the epoch, in UTC.
+Times are floats of seconds since the epoch, in UTC. Stores keep them to the microsecond (the
+precision of a Firestore timestamp), so a time rounded to six decimals reads back unchanged.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ class Store(ABC):
 
 
 def now() -> float:
-    return time.time()
+    """Return the current time, rounded to the microsecond as every store keeps it."""
+    return round(time.time(), 6)
 
 
 def context_namespace(app: str, run_id: str) -> str:

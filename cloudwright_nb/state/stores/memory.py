@@ -14,6 +14,7 @@ class _Tables:
         self.records: dict[str, dict[str, Record]] = {}
         self.runs: dict[tuple[str, str], RunRow] = {}
         self.apps: dict[str, AppRow] = {}
+        self.lock = threading.RLock()
 
 
 def _unexpired(records: dict[str, Record], ids: Sequence[str]) -> dict[str, Record]:
@@ -84,7 +85,8 @@ class MemoryStore(Store):
         self.url = url
         with self._shared_lock:
             self._tables = self._shared.setdefault(url, _Tables())
-        self._lock = threading.RLock()
+        # Instances opened on one URL share tables, so they must share the lock too.
+        self._lock = self._tables.lock
 
     def transact(self, work: Callable[[Transaction], T]) -> T:
         with self._lock:
