@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import runpy
 import sys
 import traceback
@@ -41,22 +42,40 @@ def _app_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common_options(default: object) -> argparse.ArgumentParser:
+    """The options every command accepts, shared as an argparse parent parser.
+
+    Subcommands get `argparse.SUPPRESS` as default, so an option given before the subcommand
+    (`cloudwright --app x state list`) is not reset by the subcommand's own default.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(
-        "--app", type=_app_name, help="application name (default: the script's name)"
+        "--app",
+        type=_app_name,
+        default=default,
+        help="application name (default: CLOUDWRIGHT_APP, else the script's name)",
     )
-    parser.add_argument("--store", metavar="URL", help="store URL (default: CLOUDWRIGHT_STORE)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument(
+        "--store", metavar="URL", default=default, help="store URL (default: CLOUDWRIGHT_STORE)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks of errors"
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="cloudwright",
+        parents=[_common_options(None)],
         description="Run CloudFlow applications and manage their runs and state.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help="run an application script; its flow runs to the end")
+    run = commands.add_parser(
+        "run", parents=[common], help="run an application script; its flow runs to the end"
+    )
     run.add_argument("script", type=Path, metavar="APP.py")
     run.add_argument(
         "--input",
@@ -74,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", metavar="ID", help="attach to this run, or start it with this id")
     run.set_defaults(handler=_run)
 
-    runs = commands.add_parser("runs", help="list runs, newest first")
+    runs = commands.add_parser("runs", parents=[common], help="list runs, newest first")
     runs.add_argument(
         "--status",
         choices=["pending", "running", "waiting", "succeeded", "failed", "cancelled", "stalled"],
@@ -83,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("-q", "--quiet", action="store_true", help="print only the run ids")
     runs.set_defaults(handler=_runs)
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="purge")
-    purge = runs_commands.add_parser("purge", help="delete ended runs older than a duration")
+    purge = runs_commands.add_parser(
+        "purge", parents=[common], help="delete ended runs older than a duration"
+    )
     purge.add_argument(
         "--older-than",
         type=_duration,
@@ -99,20 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", _resume, "carry a run on by executing its script again"),
         ("retry", _retry, "restart a failed run at the step that failed"),
     ]:
-        command = commands.add_parser(name, help=text)
+        command = commands.add_parser(name, parents=[common], help=text)
         command.add_argument("run_id", metavar="RUN_ID")
         command.set_defaults(handler=handler)
 
-    state = commands.add_parser("state", help="read and write the application's state")
+    state = commands.add_parser(
+        "state", parents=[common], help="read and write the application's state"
+    )
     state_commands = state.add_subparsers(dest="state_command", metavar="ACTION", required=True)
-    listing = state_commands.add_parser("list", help="list keys with their expiry")
+    listing = state_commands.add_parser(
+        "list", parents=[common], help="list keys with their expiry"
+    )
     listing.add_argument("--prefix", help="only keys that start with this")
     listing.set_defaults(handler=_state_list)
-    get = state_commands.add_parser("get", help="print a value as JSON")
+    get = state_commands.add_parser("get", parents=[common], help="print a value as JSON")
     get.add_argument("key")
     get.set_defaults(handler=_state_get)
     put = state_commands.add_parser(
-        "set", help='store a value: JSON when it parses (42, true, {"a": 1}), else a string'
+        "set",
+        parents=[common],
+        help='store a value: JSON when it parses (42, true, {"a": 1}), else a string',
     )
     put.add_argument("key")
     put.add_argument("value")
@@ -123,43 +150,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the value this long (default 30d, at most 365d)",
     )
     put.set_defaults(handler=_state_set)
-    delete = state_commands.add_parser("delete", help="delete a key")
+    delete = state_commands.add_parser("delete", parents=[common], help="delete a key")
     delete.add_argument("key")
     delete.set_defaults(handler=_state_delete)
-    export = state_commands.add_parser("export", help="write every key as JSON lines, decrypted")
+    export = state_commands.add_parser(
+        "export", parents=[common], help="write every key as JSON lines, decrypted"
+    )
     export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     export.set_defaults(handler=_state_export)
-    load = state_commands.add_parser("import", help="read JSON lines written by export")
+    load = state_commands.add_parser(
+        "import", parents=[common], help="read JSON lines written by export"
+    )
     load.add_argument("file", help="file to read, or - for stdin")
     load.set_defaults(handler=_state_import)
 
-    keys = commands.add_parser("keys", help="create or rotate master keys")
+    keys = commands.add_parser("keys", parents=[common], help="create or rotate master keys")
     key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    key_commands.add_parser("generate", help="print a new random master key").set_defaults(
-        handler=_keys_generate
-    )
     key_commands.add_parser(
-        "rotate", help="re-encrypt every record under the first key of CLOUDWRIGHT_MASTER_KEY"
+        "generate", parents=[common], help="print a new random master key"
+    ).set_defaults(handler=_keys_generate)
+    key_commands.add_parser(
+        "rotate",
+        parents=[common],
+        help="re-encrypt every record under the first key of CLOUDWRIGHT_MASTER_KEY",
     ).set_defaults(handler=_keys_rotate)
 
-    for command in [
-        parser,
-        run,
-        runs,
-        purge,
-        state,
-        listing,
-        get,
-        put,
-        delete,
-        export,
-        load,
-        keys,
-        *key_commands.choices.values(),
-    ]:
-        _common(command)
-    for name in ("status", "cancel", "resume", "retry"):
-        _common(commands.choices[name])
+    firestore = commands.add_parser("firestore", parents=[common], help="prepare Firestore")
+    firestore_commands = firestore.add_subparsers(
+        dest="firestore_command", metavar="ACTION", required=True
+    )
+    setup = firestore_commands.add_parser(
+        "setup", parents=[common], help="create or check the TTL policies on expires_at"
+    )
+    setup.add_argument(
+        "--project",
+        help="Google Cloud project (default: from the store URL, else GOOGLE_CLOUD_PROJECT)",
+    )
+    setup.add_argument("--database", help="Firestore database (default: (default))")
+    setup.set_defaults(handler=_firestore_setup)
     return parser
 
 
@@ -440,6 +468,30 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     keys = CloudWright.master_keys()
     count = rotate_keys(CloudWright.store(), keys)
     print(f"re-encrypted {count} record(s) under master key {keys[0].fingerprint}")
+    return EXIT_OK
+
+
+# Firestore.
+
+
+def _firestore_setup(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from .state.stores.firestore_setup import setup_ttl
+
+    project, database = args.project, args.database
+    url = CloudWright.store_url
+    if url.startswith("firestore://"):
+        parts = urlsplit(url)
+        project = project or parts.netloc
+        database = database or parts.path.strip("/") or None
+    project = project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+    if not project:
+        raise UsageError(
+            "no project: pass --project, or set CLOUDWRIGHT_STORE=firestore://PROJECT "
+            "or GOOGLE_CLOUD_PROJECT"
+        )
+    setup_ttl(project, database or "(default)")
     return EXIT_OK
 
 

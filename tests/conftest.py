@@ -113,6 +113,8 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         if name.startswith("CLOUDWRIGHT_") or name in ("K_SERVICE", "JPY_SESSION_NAME"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLOUDWRIGHT_KEY_FILE", str(tmp_path / "config" / "master.key"))
+    # google-auth must never probe the Compute Engine metadata server from a test.
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     CloudWright.reset()
