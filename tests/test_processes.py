@@ -1,7 +1,9 @@
-"""Real processes sharing one SQLite file: concurrent updates, concurrent ticks, a killed runner.
+"""Real processes sharing one store: concurrent updates, concurrent ticks, a killed runner.
 
 Every child gets the test's master key and store through its environment, so the test process
-reads what the children wrote.
+reads what the children wrote. The Firestore emulator serializes contended transactions with
+lock waits of about two seconds each, so there the contended tests run with two processes and
+fewer updates; SQLite gets four processes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import runpy
 import subprocess
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,6 @@ from cloudwright_nb.flow.context import Context
 from cloudwright_nb.flow.engine import step_specs
 
 APP = "process-test"
-PROCESSES = 4
 
 COUNTER_SCRIPT = """
 import sys
@@ -35,7 +37,7 @@ while not go.exists():
     time.sleep(0.005)
 
 state = CloudWright.get_module("state")
-for _ in range(250):
+for _ in range(int(sys.argv[2])):
     state.update("counter", lambda n: n + 1, default=0)
 """
 
@@ -49,7 +51,7 @@ from pathlib import Path
 
 from cloudwright_nb import CONTINUE, RERUN
 
-POLLS = 20
+POLLS = int(os.environ.get("POLLS", "20"))
 
 
 def record(context):
@@ -87,7 +89,7 @@ if __name__ == "__main__":
     while not go.exists():
         time.sleep(0.005)
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not engine.get(run_id).done and time.monotonic() < deadline:
         if not engine.tick(run_id, steps, force=True).ran_step:
             time.sleep(0.002)
@@ -127,11 +129,27 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture
-def shared_store(sqlite_url: str, master_key: str) -> str:
+@dataclass(frozen=True)
+class Sizes:
+    processes: int
+    updates: int
+    polls: int
+
+
+SIZES = {"sqlite": Sizes(processes=4, updates=250, polls=20), "firestore": Sizes(2, 10, 5)}
+
+
+@pytest.fixture(params=["sqlite", "firestore"])
+def shared_store(request: pytest.FixtureRequest, master_key: str) -> str:
     """Configure this process for the store the children use, and return its URL."""
-    CloudWright.configure(app=APP, store=sqlite_url)
-    return sqlite_url
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "firestore_url")
+    CloudWright.configure(app=APP, store=url)
+    return url
+
+
+@pytest.fixture
+def sizes(shared_store: str) -> Sizes:
+    return SIZES["firestore" if shared_store.startswith("firestore") else "sqlite"]
 
 
 def write_script(folder: Path, name: str, text: str) -> Path:
@@ -140,7 +158,7 @@ def write_script(folder: Path, name: str, text: str) -> Path:
     return path
 
 
-def start_children(script: Path, arguments: list[str], env: dict[str, str]):
+def start_children(script: Path, arguments: list[str], env: dict[str, str], count: int):
     return [
         subprocess.Popen(
             [PYTHON, str(script), *arguments],
@@ -149,7 +167,7 @@ def start_children(script: Path, arguments: list[str], env: dict[str, str]):
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(PROCESSES)
+        for _ in range(count)
     ]
 
 
@@ -158,11 +176,14 @@ def run_context(run_id: str) -> Context:
     return Context(CloudWright.vault(), run_id, "inspection", 1, {})
 
 
-def test_concurrent_updates_lose_nothing(tmp_path: Path, shared_store: str) -> None:
+def test_concurrent_updates_lose_nothing(tmp_path: Path, shared_store: str, sizes: Sizes):
     script = write_script(tmp_path, "count.py", COUNTER_SCRIPT)
     go = tmp_path / "go"
     children = start_children(
-        script, [str(go)], subprocess_env(CLOUDWRIGHT_STORE=shared_store, CLOUDWRIGHT_APP=APP)
+        script,
+        [str(go), str(sizes.updates)],
+        subprocess_env(CLOUDWRIGHT_STORE=shared_store, CLOUDWRIGHT_APP=APP),
+        sizes.processes,
     )
     go.touch()
     finished = [child.communicate(timeout=60) for child in children]
@@ -170,10 +191,10 @@ def test_concurrent_updates_lose_nothing(tmp_path: Path, shared_store: str) -> N
     for child, (_, stderr) in zip(children, finished, strict=True):
         assert child.returncode == 0, stderr
         assert "database is locked" not in stderr
-    assert CloudWright.get_module("state").get("counter") == 1000
+    assert CloudWright.get_module("state").get("counter") == sizes.processes * sizes.updates
 
 
-def test_concurrent_ticks_record_each_step_once(tmp_path: Path, shared_store: str) -> None:
+def test_concurrent_ticks_record_each_step_once(tmp_path: Path, shared_store: str, sizes: Sizes):
     script = write_script(tmp_path, "concurrent_steps.py", TICKER_SCRIPT)
     step_log = tmp_path / "steps.log"
     go = tmp_path / "go"
@@ -184,9 +205,12 @@ def test_concurrent_ticks_record_each_step_once(tmp_path: Path, shared_store: st
     )
 
     env = subprocess_env(
-        CLOUDWRIGHT_STORE=shared_store, CLOUDWRIGHT_APP=APP, STEP_LOG=str(step_log)
+        CLOUDWRIGHT_STORE=shared_store,
+        CLOUDWRIGHT_APP=APP,
+        STEP_LOG=str(step_log),
+        POLLS=str(sizes.polls),
     )
-    children = start_children(script, [run.id, str(go)], env)
+    children = start_children(script, [run.id, str(go)], env, sizes.processes)
     go.touch()
     finished = [child.communicate(timeout=60) for child in children]
 
@@ -196,7 +220,7 @@ def test_concurrent_ticks_record_each_step_once(tmp_path: Path, shared_store: st
         tuple(line.split()[:2]) for line in step_log.read_text().splitlines()
     )
     ended = CloudWright.get_module("cloudflow").get_run(run.id)
-    polls = steps["POLLS"]
+    polls = sizes.polls
 
     assert ended.status == "succeeded"
     assert [step.checks for step in ended.steps] == [1, polls, 1]

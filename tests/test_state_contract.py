@@ -10,7 +10,7 @@ import asyncio
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -159,36 +159,49 @@ def slow_increment(count: int) -> int:
     return count + 1
 
 
-def test_concurrent_updates_from_threads_are_all_kept(state):
-    threads_count, updates_each = 4, 10
+def run_in_threads(*targets: Callable[[], None]) -> list[BaseException]:
+    """Run each target in its own thread, wait for all, and return what they raised."""
+    errors: list[BaseException] = []
 
-    def work() -> None:
-        for _ in range(updates_each):
-            state.update("hits", slow_increment, default=0)
+    def guarded(target: Callable[[], None]) -> None:
+        try:
+            target()
+        except BaseException as error:
+            errors.append(error)
 
-    threads = [threading.Thread(target=work) for _ in range(threads_count)]
+    threads = [threading.Thread(target=guarded, args=(target,)) for target in targets]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return errors
 
-    assert state.get("hits") == threads_count * updates_each
+
+def test_concurrent_updates_from_threads_are_all_kept(state):
+    def work() -> None:
+        for _ in range(5):
+            state.update("hits", slow_increment, default=0)
+
+    errors = run_in_threads(work, work, work, work)
+
+    assert errors == []
+    assert state.get("hits") == 20
 
 
 def test_concurrent_updates_from_two_runtimes_are_all_kept(state, other_process):
     other_state = other_process.get_module("state")
 
-    def work(module) -> None:
-        for _ in range(20):
-            module.update("hits", slow_increment, default=0)
+    def work(module) -> Callable[[], None]:
+        def increment_ten_times() -> None:
+            for _ in range(10):
+                module.update("hits", slow_increment, default=0)
 
-    threads = [threading.Thread(target=work, args=(module,)) for module in (state, other_state)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        return increment_ten_times
 
-    assert state.get("hits") == 40
+    errors = run_in_threads(work(state), work(other_state))
+
+    assert errors == []
+    assert state.get("hits") == 20
 
 
 # The mapping protocol
@@ -478,13 +491,11 @@ def test_async_set_accepts_ttl(state):
 
 def test_concurrent_async_updates_are_all_kept(state):
     async def scenario() -> None:
-        await asyncio.gather(
-            *(state.aupdate("hits", lambda n: n + 1, default=0) for _ in range(20))
-        )
+        await asyncio.gather(*(state.aupdate("hits", slow_increment, default=0) for _ in range(8)))
 
     asyncio.run(scenario())
 
-    assert state.get("hits") == 20
+    assert state.get("hits") == 8
 
 
 # Reads see other writers at once
