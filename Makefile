@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml examples/modules/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e examples/modules
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e 'examples/modules[test]'
 	touch $@
 
 demo: $(INSTALLED)

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .durations import Duration, parse_duration
-from .errors import ApplicationNameError, InvalidInputError, UnknownModuleError
+from .errors import ApplicationNameError, InvalidInputError, StoreURLError, UnknownModuleError
 
 log = logging.getLogger("cloudwright_nb")
 
@@ -117,6 +117,11 @@ class Runtime:
             if app is not None:
                 self._settings["app"] = check_app_name(app)
             if store is not None:
+                if not isinstance(store, str) or "://" not in store:
+                    raise StoreURLError(
+                        f"invalid store URL {store!r}: use sqlite:///path/to/file.db, "
+                        "firestore://PROJECT[/DATABASE] or memory://"
+                    )
                 self._settings["store"] = store
                 self._close_store()
             if inputs is not None:

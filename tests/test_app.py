@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,15 +33,6 @@ def run_python(*arguments: str, **env: str) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, result.stderr
     return result
-
-
-@pytest.fixture(autouse=True)
-def forget_registered_modules() -> Iterator[None]:
-    """Drop the modules a test registers, because `CloudWright.reset()` keeps them."""
-    registered = dict(CloudWright._factories)
-    yield
-    CloudWright._factories.clear()
-    CloudWright._factories.update(registered)
 
 
 # Modules
@@ -359,9 +349,8 @@ BAD_STORE_URLS = ["bogus://x", "sqlite:/x", "sqlite://", "firestore://", "no-sch
 
 @pytest.mark.parametrize("url", BAD_STORE_URLS, ids=repr)
 def test_bad_store_url_raises_naming_url(url, master_key):
-    CloudWright.configure(app="test-app", store=url)
-
     with pytest.raises(StoreURLError) as caught:
+        CloudWright.configure(app="test-app", store=url)
         CloudWright.get_module("state")
 
     assert isinstance(caught.value, CloudWrightError)

@@ -420,6 +420,23 @@ def test_writes_go_under_first_key(sqlite_url, monkeypatch, keys):
     assert new_only.get("a") == 2
 
 
+def test_dropping_old_key_before_rotation_fails_instead_of_reading_missing(
+    sqlite_url, monkeypatch, keys
+):
+    use_keys(monkeypatch, keys["old"])
+    open_state(APP_NAME, sqlite_url).set("a", 1)
+    use_keys(monkeypatch, keys["new"], keys["old"])
+    open_state(APP_NAME, sqlite_url).set("b", 2)
+
+    use_keys(monkeypatch, keys["new"])
+    new_only = open_state(APP_NAME, sqlite_url)
+
+    with pytest.raises(StateDecryptionError, match="still has records written with master key"):
+        new_only.get("a")
+    use_keys(monkeypatch, keys["new"], keys["old"])
+    assert open_state(APP_NAME, sqlite_url).get_many(["a", "b"]) == {"a": 1, "b": 2}
+
+
 def test_rewrite_under_new_key_leaves_no_old_copy(sqlite_url, monkeypatch, keys):
     use_keys(monkeypatch, keys["old"])
     open_state(APP_NAME, sqlite_url).set("a", 1)

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from ..errors import InvalidValueError
 from . import codec
-from .crypto import AppCipher, MasterKey, RegistryCipher
+from .crypto import AppCipher, MasterKey, RegistryCipher, sealed_by
 from .module import MAX_TTL_SECONDS, StateModule
 from .stores import AppRow, Record, Store, Transaction
 from .stores.base import now
@@ -46,7 +46,7 @@ def rotate_keys(store: Store, master_keys: Sequence[MasterKey]) -> int:
 
 
 def _sealed_by(blob: bytes, key: MasterKey) -> bool:
-    return blob[1:9] == key.fingerprint_bytes
+    return sealed_by(blob) == key.fingerprint_bytes
 
 
 def _rotate_namespace(store: Store, cipher: AppCipher, namespace: str, first: MasterKey) -> int:

@@ -226,6 +226,11 @@ class RegistryCipher:
         return name
 
 
+def sealed_by(blob: bytes) -> bytes:
+    """Return the fingerprint of the master key a sealed record names in its header."""
+    return blob[1 : 1 + _FINGERPRINT_BYTES]
+
+
 def namespace_of(app: str) -> str:
     """Return the store id of an application: a hash, so stores never see its name."""
     return hashlib.sha256(f"cloudwright-nb app\0{app}".encode()).hexdigest()[:32]

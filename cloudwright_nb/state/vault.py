@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import StateDecryptionError
 from . import codec
-from .crypto import AppCipher, MasterKey, RegistryCipher, namespace_of
+from .crypto import AppCipher, MasterKey, RegistryCipher, namespace_of, sealed_by
 from .stores import AppRow, Record, Store, Transaction
 from .stores.base import context_namespace, state_namespace
 
@@ -62,11 +62,35 @@ class Vault:
                 f"{', '.join(held)}: set CLOUDWRIGHT_MASTER_KEY (or the key file) to the key "
                 "that wrote it; nothing was read or changed"
             )
+        missing = [fingerprint for fingerprint in row.fingerprints if fingerprint not in held]
+        if missing and self._sealed_under(missing):
+            # Records sealed under a key we lack would read as missing: refuse instead.
+            raise StateDecryptionError(
+                f"application {self.app!r} in {self.store.url} still has records written with "
+                f"master key {', '.join(missing)}, which is not configured: add it after the "
+                "new key in CLOUDWRIGHT_MASTER_KEY (NEW,OLD) and run `cloudwright keys rotate`; "
+                "nothing was read or changed"
+            )
         if indices[0] != 0:
             # Writes use the first key, so reads must look there too.
             indices.insert(0, 0)
         self._registered = held[0] in row.fingerprints
         return indices
+
+    def _sealed_under(self, fingerprints: list[str]) -> bool:
+        """Whether any record or run of the application is sealed under one of `fingerprints`.
+
+        This scans the whole application, which only happens while a key rotation is
+        unfinished and the old key is no longer configured.
+        """
+        wanted = {bytes.fromhex(fingerprint) for fingerprint in fingerprints}
+        for namespace in self.store.namespaces(f"{self.namespace}/"):
+            after = None
+            while page := self.store.scan(namespace, after=after):
+                if any(sealed_by(record.blob) in wanted for record in page):
+                    return True
+                after = page[-1].id
+        return any(sealed_by(row.blob) in wanted for row in self.store.list_runs(self.namespace))
 
     def register(self, transaction: Transaction) -> None:
         """Record in the application's entry that the first master key writes to it.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
@@ -56,7 +57,9 @@ ROOT = "cloudwright"
 STATE, RUNS, CONTEXT = "cw_state", "cw_runs", "cw_context"
 OTHER, RECORDS = "cloudwright_namespaces", "cw_records"
 TTL_COLLECTION_GROUPS = (STATE, RUNS, CONTEXT, RECORDS)
-MAX_ATTEMPTS = 8
+# The emulator answers contention with lock waits and ABORTED; production Firestore likewise.
+# Enough attempts, with jittered backoff, that a handful of contending writers all get through.
+MAX_ATTEMPTS = 25
 # Firestore takes at most 500 writes and 10 MiB per commit; stay below both.
 MAX_WRITES_PER_COMMIT = 500
 MAX_BYTES_PER_COMMIT = 9 * 1024 * 1024
@@ -398,7 +401,7 @@ class FirestoreStore(Store):
                 # again, keeping our place in line with retry_transaction.
                 retry_id = transaction.id
                 log.debug("firestore transaction aborted (attempt %d): %s", attempt + 1, error)
-                time.sleep(min(0.05 * 2**attempt, 1.0))
+                time.sleep(random.uniform(0, min(0.05 * 2**attempt, 2.0)))
             except BaseException:
                 self._rollback(transaction.id)
                 raise
