@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import grpc
 
-from cloudwright_nb import CloudWright
+from cloudwright_nb import RERUN, CloudWright
 from cloudwright_nb.flow.engine import Engine, step_specs
 from cloudwright_nb.state.stores.firestore import FirestoreStore
 from cloudwright_nb.state.vault import Vault
@@ -60,14 +60,16 @@ def measure_all(project: str) -> dict[str, dict[str, int]]:
     figures["state.update"] = counter.measure(lambda: state.update("k", lambda n: n + 1))
 
     def wait(context):
-        return CloudWright.get_module("cloudflow").RERUN
+        return RERUN
 
     specs = {spec.name: spec for spec in step_specs([wait])}
     engine = Engine(vault)
     run = engine.create(list(specs.values()), inputs={}, interval=1, timeout=None, script=None)
-    figures["rerun tick, runner already in this process"] = counter.measure(
-        lambda: engine.tick(run.id, specs, force=True)
+    first = engine.tick(run.id, specs, force=True, keep_lease=True)
+    figures["rerun tick by the runner holding the lease"] = counter.measure(
+        lambda: engine.tick(run.id, specs, force=True, keep_lease=True, kept=first.kept)
     )
+    engine.release(first.kept)
 
     cold_store = FirestoreStore(project, interceptors=[counter])
     cold_engine = Engine(Vault("roundtrips", cold_store, keys))

@@ -145,6 +145,7 @@ class Runtime:
             self._close_store()
             self.script = None
             self.bound_run_id = None
+            self.name_from_main = True
 
     def _close_store(self) -> None:
         if self._store is not None:

@@ -35,6 +35,10 @@ def test_round_trips_stay_within_budget(firestore_url: str, master_key: str) -> 
     assert figures["state.get"] == {"BatchGetDocuments": 1}
     assert figures["state.set"] == {"Commit": 1}
     assert figures["state.update"] == {"BatchGetDocuments": 1, "Commit": 1}
+    assert figures["rerun tick by the runner holding the lease"] == {
+        "BatchGetDocuments": 1,
+        "Commit": 1,
+    }
     assert total(figures["rerun tick, fresh process (a function request)"]) <= 4
 
 

@@ -38,7 +38,7 @@ from ..errors import (
     StateDecryptionError,
     StepMismatchError,
 )
-from ..state.stores import RunRow, Transaction
+from ..state.stores import AppRow, Record, RunRow, Transaction
 from ..state.stores.base import END_STATUSES, LIVE_STATUSES, now
 from ..state.vault import Vault
 from .context import Context
@@ -49,6 +49,9 @@ from .output import capture_output
 log = logging.getLogger("cloudwright_nb")
 
 DEFAULT_BUDGET_SECONDS = 60.0
+# A runner keeps a rerunning step's lease through waits up to this long; longer waits release
+# it, so a runner that vanishes never blocks a run for long.
+MAX_KEPT_WAIT_SECONDS = 600.0
 RETENTION_SECONDS = 30 * 86400
 MAX_RUN_ID_LENGTH = 128
 _RUN_ID_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -153,6 +156,11 @@ class Claim:
     budget: float
     events: list[str] = field(default_factory=list)
     lease_lost: threading.Event = field(default_factory=threading.Event)
+    # A runner that loops keeps the lease while a step waits to be checked again (see _wait).
+    keep_lease: bool = False
+    # On a kept lease, the run as read just before the step ran: the commit writes only if
+    # the stored run is still exactly this.
+    expected: RunRow | None = None
 
 
 @dataclass
@@ -164,6 +172,7 @@ class TickResult:
     reason: str
     busy_until: datetime | None = None
     events: list[str] = field(default_factory=list)
+    kept: Claim | None = None
 
 
 @dataclass
@@ -408,10 +417,14 @@ class Engine:
         force: bool = False,
         budget: float = DEFAULT_BUDGET_SECONDS,
         echo: Callable[[str], None] | None = None,
+        keep_lease: bool = False,
+        kept: Claim | None = None,
     ) -> TickResult:
         """Execute the run's current step, and the next ones while they CONTINUE and time allows.
 
-        `echo` receives each step transition as it happens.
+        `echo` receives each step transition as it happens. With `keep_lease`, a step that
+        reruns keeps the lease until its next check and the result carries it as `kept`; pass
+        that to the next tick to skip taking the lease again.
         """
         shown = 0
 
@@ -422,7 +435,11 @@ class Engine:
                     echo(event)
             shown = len(events)
 
-        claim = self.claim(run_id, steps, force=force, budget=budget)
+        claim: Claim | TickResult | None = None
+        if kept is not None:
+            claim = self._reclaim(kept, steps, force)
+        if claim is None:
+            claim = self.claim(run_id, steps, force=force, budget=budget, keep_lease=keep_lease)
         while isinstance(claim, Claim):
             show(claim.events)
             result = self.execute(steps[claim.step_name], claim)
@@ -437,6 +454,7 @@ class Engine:
         *,
         force: bool = False,
         budget: float = DEFAULT_BUDGET_SECONDS,
+        keep_lease: bool = False,
     ) -> Claim | TickResult:
         """Take the run's lease for its current step, or say why no step may run now."""
         holder = f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -480,11 +498,68 @@ class Engine:
             row, ended = self._apply_limits(transaction, row, details, steps, moment, events)
             if ended is not None:
                 return ended
-            return self._take(
+            claim = self._take(
                 transaction, row, details, holder, moment, tick_started, budget, events
             )
+            claim.keep_lease = keep_lease
+            return claim
 
         return self.store.transact(work)
+
+    def _reclaim(
+        self, kept: Claim, steps: Mapping[str, StepSpec], force: bool
+    ) -> Claim | TickResult | None:
+        """Check a kept lease with one read; None sends the tick down the transactional path.
+
+        The read also catches a cancel or a takeover that happened while the runner waited, so
+        no step starts on a run that has ended.
+        """
+        row = self.store.get_run(self.app, kept.run_id)
+        moment = self.clock()
+        if (
+            row is None
+            or row.status != "waiting"
+            or row.lease_holder != kept.holder
+            or row.step_index != kept.step_index
+            or (row.lease_expires_at or 0) <= moment
+        ):
+            return None
+        details = self._open(row)
+        if not force and row.next_check_at is not None and row.next_check_at > moment:
+            when = datetime.fromtimestamp(row.next_check_at, timezone.utc)
+            result = self._skip(
+                row,
+                details,
+                f"run {kept.run_id} is not due: its next check is at "
+                f"{when.isoformat(timespec='seconds')}",
+            )
+            result.kept = kept
+            return result
+        step = details.steps[row.step_index]
+        options = _options(steps, step.name)
+        step_timed_out = (
+            options.timeout is not None
+            and step.first_check_at is not None
+            and moment - step.first_check_at >= options.timeout
+        )
+        run_timed_out = details.timeout is not None and moment - row.created_at >= details.timeout
+        if step_timed_out or run_timed_out:
+            return None
+        return replace(
+            kept, tick_started=moment, expected=row, events=[], lease_lost=threading.Event()
+        )
+
+    def release(self, claim: Claim) -> None:
+        """Give up a kept lease, for a runner that stops while a step waits."""
+
+        def work(transaction: Transaction) -> None:
+            row = transaction.get_run(self.app, claim.run_id)
+            if row is not None and row.lease_holder == claim.holder:
+                transaction.put_run(
+                    replace(row, lease_holder=None, lease_expires_at=None, updated_at=self.clock())
+                )
+
+        self.store.transact(work)
 
     def _skip(
         self,
@@ -673,6 +748,9 @@ class Engine:
             row = self._row(transaction, claim.run_id)
             details = self._open(row)
             moment = self.clock()
+            if claim.expected is not None:
+                # The check was taken with the kept lease; this is when it ran.
+                details.steps[claim.step_index].last_check_at = claim.tick_started
             if row.status == "cancelled":
                 return self._skip(
                     row,
@@ -752,7 +830,7 @@ class Engine:
                     events.append(f"{message}; moving on as on_timeout=CONTINUE says")
                 else:
                     return self._wait(
-                        transaction, row, details, step, options, outcome, moment, events
+                        claim, transaction, row, details, step, options, outcome, moment, events
                     )
 
             row = self._advance(row, details, step, moment, events)
@@ -764,7 +842,7 @@ class Engine:
             if ended is not None:
                 return ended
             if moment - claim.tick_started < claim.budget / 2 and not claim.lease_lost.is_set():
-                return self._take(
+                chained = self._take(
                     transaction,
                     row,
                     details,
@@ -774,16 +852,42 @@ class Engine:
                     claim.budget,
                     events,
                 )
+                chained.keep_lease = claim.keep_lease
+                return chained
             row = self._put(transaction, row, details, lease_holder=None, lease_expires_at=None)
             return self._skip(row, details, "the tick's time budget is spent", events=events)
 
-        outcome = self.store.transact(work)
+        outcome = self._commit_kept(claim, work) if claim.expected is not None else None
+        if outcome is None:
+            outcome = self.store.transact(work)
         if isinstance(outcome, TickResult):
             outcome.ran_step = True
         return outcome
 
+    def _commit_kept(
+        self, claim: Claim, work: Callable[[Transaction], Claim | TickResult]
+    ) -> Claim | TickResult | None:
+        """Commit with one conditional write against the run read before the step ran.
+
+        Returns None when that is not possible (the run changed meanwhile, or the outcome ends
+        the run), and the caller commits in a transaction instead.
+        """
+        assert claim.expected is not None
+        recorder = _RecordingTransaction(claim.expected, self.vault.context_namespace(claim.run_id))
+        try:
+            outcome = work(recorder)
+        except _NeedsTransaction:
+            return None
+        if recorder.run is None:
+            return None
+        written = self.store.commit_run(
+            claim.expected, recorder.run, recorder.namespace, recorder.puts, recorder.deletes
+        )
+        return outcome if written else None
+
     def _wait(
         self,
+        claim: Claim,
         transaction: Transaction,
         row: RunRow,
         details: RunDetails,
@@ -803,16 +907,44 @@ class Engine:
             events.append(f"{step.name}: waiting, next check in {format_duration(delay)}")
         step.status = "waiting"
         step.next_delay = delay
+        reason = f"step {step.name!r} will be checked again"
+        if not claim.keep_lease or next_check - moment > MAX_KEPT_WAIT_SECONDS:
+            row = self._put(
+                transaction,
+                row,
+                details,
+                status="waiting",
+                next_check_at=next_check,
+                lease_holder=None,
+                lease_expires_at=None,
+            )
+            return self._skip(row, details, reason, events=events)
+
+        # Keep the lease through the wait and take the next check now, counted durably, so
+        # the next tick needs no transaction of its own to start the step.
+        step.checks += 1
         row = self._put(
             transaction,
             row,
             details,
             status="waiting",
             next_check_at=next_check,
-            lease_holder=None,
-            lease_expires_at=None,
+            lease_holder=claim.holder,
+            lease_expires_at=next_check + claim.budget,
         )
-        return self._skip(row, details, f"step {step.name!r} will be checked again", events=events)
+        result = self._skip(row, details, reason, events=events)
+        result.kept = Claim(
+            run_id=row.run_id,
+            holder=claim.holder,
+            step_index=row.step_index,
+            step_name=step.name,
+            attempt=step.checks,
+            inputs=details.inputs,
+            tick_started=moment,
+            budget=claim.budget,
+            keep_lease=True,
+        )
+        return result
 
     def _after_error(
         self,
@@ -852,6 +984,49 @@ class Engine:
         return self._fail(
             transaction, row, details, step, type(error).__name__, message, moment, events, trace
         )
+
+
+class _NeedsTransaction(Exception):
+    """Raised inside a recorded commit that needs more than one conditional write."""
+
+
+class _RecordingTransaction(Transaction):
+    """Serves a commit from the run read before the step and records what it writes."""
+
+    def __init__(self, run: RunRow, namespace: str) -> None:
+        self._read = run
+        self.namespace = namespace
+        self.run: RunRow | None = None
+        self.puts: list[Record] = []
+        self.deletes: list[str] = []
+
+    def get_run(self, app: str, run_id: str) -> RunRow | None:
+        return self.run or self._read
+
+    def put_run(self, row: RunRow) -> None:
+        self.run = row
+
+    def put(self, namespace: str, record: Record) -> None:
+        if namespace != self.namespace:
+            raise _NeedsTransaction
+        self.puts.append(record)
+
+    def delete(self, namespace: str, record_id: str) -> None:
+        if namespace != self.namespace:
+            raise _NeedsTransaction
+        self.deletes.append(record_id)
+
+    def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
+        raise _NeedsTransaction
+
+    def set_expiry(self, namespace: str, expires_at: float | None) -> None:
+        raise _NeedsTransaction
+
+    def get_app(self, namespace: str) -> AppRow | None:
+        raise _NeedsTransaction
+
+    def put_app(self, row: AppRow) -> None:
+        raise _NeedsTransaction
 
 
 def _options(steps: Mapping[str, StepSpec], name: str) -> StepOptions:

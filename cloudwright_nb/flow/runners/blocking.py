@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from ..engine import Engine, StepSpec
+from ..engine import Claim, Engine, StepSpec, TickResult
 from ..model import FlowRun
 
 _BUSY_POLL_SECONDS = 1.0
@@ -18,23 +18,45 @@ def drive(
     echo: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
 ) -> FlowRun:
-    """Tick `run_id` until it ends, printing each step transition, and return the ended run."""
-    announced = None
-    while True:
-        result = engine.tick(run_id, steps, echo=lambda event: echo(f"[{run_id}] {event}"))
-        run = result.run
-        if run.done:
-            return run
+    """Tick `run_id` until it ends, printing each step transition, and return the ended run.
 
-        if result.busy_until is not None:
-            if announced != run.lease_holder:
+    The runner keeps a rerunning step's lease through short waits, so each later check costs
+    one read and one conditional write instead of two transactions.
+    """
+    announced_holder = None
+    kept: Claim | None = None
+    try:
+        while True:
+            result = engine.tick(
+                run_id,
+                steps,
+                echo=lambda event: echo(f"[{run_id}] {event}"),
+                keep_lease=True,
+                kept=kept,
+            )
+            kept = result.kept
+            if result.run.done:
+                return result.run
+
+            if result.busy_until is not None and announced_holder != result.run.lease_holder:
                 echo(f"[{run_id}] waiting: {result.reason}")
-                announced = run.lease_holder
-            # The holder may finish well before its lease runs out, so look again soon.
-            delay = min(result.busy_until.timestamp() - engine.clock(), _BUSY_POLL_SECONDS)
-        else:
-            announced = None
-            wake = run.next_check_at.timestamp() if run.next_check_at else engine.clock()
-            delay = wake - engine.clock()
-        if delay > 0:
-            sleep(delay)
+                announced_holder = result.run.lease_holder
+            delay = _delay(engine, result)
+            if delay > 0:
+                sleep(delay)
+    except BaseException:
+        # A runner stopped by Ctrl-C or an error hands its kept lease back, so another runner
+        # can carry on at once.
+        if kept is not None:
+            engine.release(kept)
+        raise
+
+
+def _delay(engine: Engine, result: TickResult) -> float:
+    """Return how long to sleep before the next tick."""
+    if result.busy_until is not None:
+        # The holder may finish well before its lease runs out, so look again soon.
+        return min(result.busy_until.timestamp() - engine.clock(), _BUSY_POLL_SECONDS)
+    run = result.run
+    wake = run.next_check_at.timestamp() if run.next_check_at else engine.clock()
+    return wake - engine.clock()

@@ -150,6 +150,32 @@ class Store(ABC):
     def list_apps(self) -> list[AppRow]:
         """Return every application's entry."""
 
+    def commit_run(
+        self,
+        expected: RunRow,
+        row: RunRow,
+        namespace: str,
+        puts: Sequence[Record] = (),
+        deletes: Sequence[str] = (),
+    ) -> bool:
+        """Write `row` and the records atomically, only if the stored run still equals `expected`.
+
+        Returns whether it wrote. Stores that can check a version with the write itself do this
+        in one round trip.
+        """
+
+        def work(transaction: Transaction) -> bool:
+            if transaction.get_run(expected.app, expected.run_id) != expected:
+                return False
+            transaction.put_run(row)
+            for record in puts:
+                transaction.put(namespace, record)
+            for record_id in deletes:
+                transaction.delete(namespace, record_id)
+            return True
+
+        return self.transact(work)
+
     def write(self, namespace: str, puts: Sequence[Record], deletes: Sequence[str] = ()) -> None:
         """Write records and delete ids atomically."""
 

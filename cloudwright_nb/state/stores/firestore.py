@@ -38,6 +38,7 @@ from google.cloud.firestore_v1.types import (
     Document,
     DocumentMask,
     ListDocumentsRequest,
+    Precondition,
     RunAggregationQueryRequest,
     RunQueryRequest,
     StructuredAggregationQuery,
@@ -64,6 +65,7 @@ MAX_ATTEMPTS = 25
 MAX_WRITES_PER_COMMIT = 500
 MAX_BYTES_PER_COMMIT = 9 * 1024 * 1024
 _PAGE = 300
+_MAX_REMEMBERED_VERSIONS = 10_000
 
 _RUN_FIELDS = (
     "status",
@@ -277,6 +279,8 @@ class FirestoreStore(Store):
             grpc.intercept_channel(self._channel, *interceptors) if interceptors else self._channel
         )
         self._api = FirestoreClient(transport=FirestoreGrpcTransport(channel=channel))
+        # The update time of runs as last read or written here, for commit_run's precondition.
+        self._run_versions: dict[str, tuple[RunRow, Any]] = {}
 
     def _open_channel(self) -> grpc.Channel:
         if self.emulator_host:
@@ -556,7 +560,54 @@ class FirestoreStore(Store):
     def get_run(self, app: str, run_id: str) -> RunRow | None:
         path = self._run_path(app, run_id)
         found, _ = self._batch_get([path])
-        return _run_of(app, found[path]) if path in found else None
+        if path not in found:
+            return None
+        row = _run_of(app, found[path])
+        self._remember_version(path, row, found[path].update_time)
+        return row
+
+    def _remember_version(self, path: str, row: RunRow, update_time: Any) -> None:
+        if len(self._run_versions) >= _MAX_REMEMBERED_VERSIONS:
+            self._run_versions.pop(next(iter(self._run_versions)))
+        self._run_versions[path] = (row, update_time)
+
+    def commit_run(
+        self,
+        expected: RunRow,
+        row: RunRow,
+        namespace: str,
+        puts: Sequence[Record] = (),
+        deletes: Sequence[str] = (),
+    ) -> bool:
+        """Write with one Commit whose precondition is the run's update time when last read."""
+        path = self._run_path(expected.app, expected.run_id)
+        remembered = self._run_versions.get(path)
+        if remembered is None or remembered[0] != expected:
+            return super().commit_run(expected, row, namespace, puts, deletes)
+
+        collection = self._collection(namespace)
+        writes = [
+            Write(
+                update=Document(name=path, fields=_run_fields(row)),
+                current_document=Precondition(update_time=remembered[1]),
+            ),
+            *(
+                Write(
+                    update=Document(name=f"{collection}/{record.id}", fields=_record_fields(record))
+                )
+                for record in puts
+            ),
+            *(Write(delete=f"{collection}/{record_id}") for record_id in deletes),
+        ]
+        request = CommitRequest(database=self._database_path, writes=writes)
+        try:
+            response = self._api.commit(request=request, metadata=self._metadata)
+        except google_errors.FailedPrecondition:
+            return False
+        except google_errors.GoogleAPICallError as error:
+            raise StoreError(f"cannot write to store {self.url}: {error.message}") from None
+        self._remember_version(path, row, response.write_results[0].update_time)
+        return True
 
     def list_runs(
         self, app: str, statuses: Iterable[str] | None = None, limit: int | None = None
