@@ -84,7 +84,7 @@ def _script_name() -> str | None:
 
 
 class Runtime:
-    """What `from cloudwright_nb import CloudWright` gives: one per process."""
+    """The process-wide facade; `from cloudwright_nb import CloudWright` is its one instance."""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()

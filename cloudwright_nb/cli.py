@@ -43,7 +43,7 @@ def _app_name(text: str) -> str:
 
 
 def _common_options(default: object) -> argparse.ArgumentParser:
-    """The options every command accepts, shared as an argparse parent parser.
+    """Build the options every command accepts, shared as an argparse parent parser.
 
     Subcommands get `argparse.SUPPRESS` as default, so an option given before the subcommand
     (`cloudwright --app x state list`) is not reset by the subcommand's own default.
@@ -250,8 +250,10 @@ def _execute_script(script: Path, debug: bool) -> int:
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exit_:
-        code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else EXIT_FAILED)
+        # sys.exit() with no argument means success, and with a message means failure.
+        if exit_.code is None:
+            return EXIT_OK
+        return exit_.code if isinstance(exit_.code, int) else EXIT_FAILED
     except CloudWrightError:
         raise
     except Exception as error:

@@ -62,7 +62,7 @@ class KeyTypeError(StateError, TypeError):
 
 
 class UnstorableValueError(StateError, TypeError):
-    """Raised when a value holds something JSON cannot represent, such as a datetime."""
+    """Raised when a value contains something JSON cannot represent, such as a datetime."""
 
 
 class InvalidValueError(StateError, ValueError):
@@ -118,7 +118,3 @@ class StepMismatchError(FlowError):
 
 class InvalidStepError(FlowError, TypeError):
     """Raised when something passed as a step is not a function or has the wrong options."""
-
-
-class LeaseHeldError(FlowError):
-    """Raised when another runner holds a run's lease and the caller asked not to wait."""

@@ -125,7 +125,7 @@ def new_run_id(moment: float) -> str:
 
 
 def _holder_alive(holder: str) -> bool:
-    """Whether a lease holder may still be running: only a process on this host can be checked."""
+    """Return whether a lease holder may still run; only processes on this host can be checked."""
     host, _, rest = holder.partition(":")
     pid_text = rest.partition(":")[0]
     if host != _HOST or not pid_text.isdigit():
@@ -165,7 +165,7 @@ class Claim:
 
 @dataclass
 class TickResult:
-    """What a tick did: whether it ran a step, why not if it did not, and the run afterwards."""
+    """The outcome of a tick: whether it ran a step, the reason if not, and the run afterwards."""
 
     run: FlowRun
     ran_step: bool
@@ -216,7 +216,9 @@ class Engine:
                 f"cannot decrypt run {row.run_id} of application {self.vault.app!r}: {error}"
             ) from None
         if name != row.run_id:
-            raise StateDecryptionError(f"run record {row.run_id} holds the details of run {name}")
+            raise StateDecryptionError(
+                f"run record {row.run_id} contains the details of run {name}"
+            )
         return RunDetails.from_json(data)
 
     def _view(self, row: RunRow, details: RunDetails) -> FlowRun:
@@ -456,7 +458,7 @@ class Engine:
         budget: float = DEFAULT_BUDGET_SECONDS,
         keep_lease: bool = False,
     ) -> Claim | TickResult:
-        """Take the run's lease for its current step, or say why no step may run now."""
+        """Take the run's lease for its current step, or return why no step may run now."""
         holder = f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
         tick_started = self.clock()
 

@@ -161,5 +161,5 @@ def _main_script() -> Path | None:
 
 
 def _called_from_main() -> bool:
-    # Frame 0 is this function, 1 is CloudFlow.run, 2 is whoever called run().
+    # Frame 0 is this function, 1 is CloudFlow.run, and 2 is the caller of run().
     return sys._getframe(2).f_globals.get("__name__") == "__main__"

@@ -78,7 +78,7 @@ class Vault:
         return indices
 
     def _sealed_under(self, fingerprints: list[str]) -> bool:
-        """Whether any record or run of the application is sealed under one of `fingerprints`.
+        """Return whether a record or run of the application is sealed under one of `fingerprints`.
 
         This scans the whole application, which only happens while a key rotation is
         unfinished and the old key is no longer configured.

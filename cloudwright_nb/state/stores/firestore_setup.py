@@ -20,7 +20,7 @@ def setup_ttl(project: str, database: str, echo: Callable[[str], None] = print) 
     """Create the TTL policies that are missing and report the ones that exist.
 
     Returns how many policies were created. Against the emulator, which has no TTL policies,
-    it says so and does nothing.
+    it prints that and does nothing.
     """
     emulator = os.environ.get("FIRESTORE_EMULATOR_HOST")
     if emulator:
