@@ -12,7 +12,7 @@ from conftest import ROOT, subprocess_env
 
 from cloudwright_nb import CloudWright, ConfigurationError, DriverMissingError
 from cloudwright_nb.cli import main
-from cloudwright_nb.state.stores import Record, open_store
+from cloudwright_nb.state.stores import Record, RunRow, open_store
 from cloudwright_nb.state.stores.base import now
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -146,3 +146,38 @@ def test_missing_driver_names_the_install_command() -> None:
     assert result.returncode == 1
     assert DriverMissingError.__name__ in result.stderr
     assert 'pip install "cloudwright-nb[firestore]"' in result.stderr
+
+
+def test_runs_list_pages_newest_first(firestore_url: str) -> None:
+    store = open_store(firestore_url)
+    start = now()
+    rows = [
+        RunRow(
+            app="app",
+            run_id=f"run-{index:04d}",
+            status="failed" if index % 7 == 0 else "waiting",
+            step_index=0,
+            next_check_at=None,
+            lease_holder=None,
+            lease_expires_at=None,
+            created_at=round(start + index, 6),
+            updated_at=round(start + index, 6),
+            expires_at=None,
+            blob=b"sealed",
+        )
+        for index in range(700)
+    ]
+    for chunk in (rows[:350], rows[350:]):
+        store.transact(lambda transaction, chunk=chunk: [transaction.put_run(r) for r in chunk])
+
+    listed = store.list_runs("app")
+    failed = store.list_runs("app", ["failed"], limit=5)
+
+    assert [row.run_id for row in listed] == [row.run_id for row in reversed(rows)]
+    assert [row.run_id for row in failed] == [
+        "run-0693",
+        "run-0686",
+        "run-0679",
+        "run-0672",
+        "run-0665",
+    ]

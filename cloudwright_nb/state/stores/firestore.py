@@ -612,22 +612,33 @@ class FirestoreStore(Store):
     def list_runs(
         self, app: str, statuses: Iterable[str] | None = None, limit: int | None = None
     ) -> list[RunRow]:
-        query = StructuredQuery(from_=[StructuredQuery.CollectionSelector(collection_id=RUNS)])
-        if statuses is not None:
-            # Filter on status alone and sort here: ordering by another field as well would
-            # need a composite index that every user would have to create.
-            wanted = [Value(string_value=status) for status in statuses]
-            query.where = StructuredQuery.Filter(
-                field_filter=StructuredQuery.FieldFilter(
-                    field=StructuredQuery.FieldReference(field_path="status"),
-                    op=StructuredQuery.FieldFilter.Operator.IN,
-                    value=Value(array_value=_ArrayValue(values=wanted)),
-                )
-            )
+        """Page through the runs newest first, filtering status and expiry here.
+
+        Filtering on status in the query as well as ordering by creation time would need a
+        composite index that every user would have to create; ordering alone needs none.
+        """
+        wanted = set(statuses) if statuses is not None else None
         moment = now()
-        rows = [_run_of(app, document) for document in self._query(self._app_path(app), query)]
-        rows = [row for row in rows if row.expires_at is None or row.expires_at > moment]
-        rows.sort(key=lambda row: (row.created_at, row.run_id), reverse=True)
+        rows: list[RunRow] = []
+        cursor: list[Value] | None = None
+        while limit is None or len(rows) < limit:
+            query = StructuredQuery(
+                from_=[StructuredQuery.CollectionSelector(collection_id=RUNS)],
+                order_by=[_NEWEST_FIRST, _BY_NAME_DESCENDING],
+                limit=_PAGE,
+            )
+            if cursor:
+                query.start_at = Cursor(values=cursor, before=False)
+            page = self._query(self._app_path(app), query)
+            for document in page:
+                row = _run_of(app, document)
+                live = row.expires_at is None or row.expires_at > moment
+                if live and (wanted is None or row.status in wanted):
+                    rows.append(row)
+            if len(page) < _PAGE:
+                break
+            last = page[-1]
+            cursor = [last.fields["created_at"], Value(reference_value=last.name)]
         return rows[:limit] if limit is not None else rows
 
     def delete_runs(self, app: str, run_ids: Sequence[str]) -> None:
@@ -660,4 +671,12 @@ class FirestoreStore(Store):
 _BY_NAME = StructuredQuery.Order(
     field=StructuredQuery.FieldReference(field_path="__name__"),
     direction=StructuredQuery.Direction.ASCENDING,
+)
+_BY_NAME_DESCENDING = StructuredQuery.Order(
+    field=StructuredQuery.FieldReference(field_path="__name__"),
+    direction=StructuredQuery.Direction.DESCENDING,
+)
+_NEWEST_FIRST = StructuredQuery.Order(
+    field=StructuredQuery.FieldReference(field_path="created_at"),
+    direction=StructuredQuery.Direction.DESCENDING,
 )
