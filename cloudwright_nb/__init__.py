@@ -40,6 +40,14 @@ from .flow.outcomes import CONTINUE, FAIL, RERUN, step
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython) -> None:
+    """Register `%cloudflow` and `%state`; IPython calls this on `%load_ext cloudwright_nb`."""
+    from .notebook.magics import load
+
+    load(ipython)
+
+
 __all__ = [
     "CONTINUE",
     "FAIL",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import MappingProxyType
@@ -134,6 +135,25 @@ class Runtime:
             if deployed is not None:
                 self._settings["deployed"] = deployed
             self._modules.clear()
+
+    @contextlib.contextmanager
+    def overriding(self, *, app: str | None = None, store: str | None = None) -> Iterator[None]:
+        """Use another application or store inside the block, as a magic's --app does."""
+        if app is None and store is None:
+            yield
+            return
+        with self._lock:
+            saved = dict(self._settings)
+            saved_store, self._store = self._store, None
+            try:
+                self.configure(app=app, store=store)
+                yield
+            finally:
+                if self._store is not None and self._store is not saved_store:
+                    self._store.close()
+                self._settings = saved
+                self._store = saved_store
+                self._modules.clear()
 
     def reset(self) -> None:
         """Forget every setting, registered module and cached module, as in a fresh process."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -428,15 +429,7 @@ class Engine:
         reruns keeps the lease until its next check and the result carries it as `kept`; pass
         that to the next tick to skip taking the lease again.
         """
-        shown = 0
-
-        def show(events: list[str]) -> None:
-            nonlocal shown
-            for event in events[shown:]:
-                if echo is not None:
-                    echo(event)
-            shown = len(events)
-
+        show = _EventEcho(echo)
         claim: Claim | TickResult | None = None
         if kept is not None:
             claim = self._reclaim(kept, steps, force)
@@ -446,6 +439,35 @@ class Engine:
             show(claim.events)
             result = self.execute(steps[claim.step_name], claim)
             claim = self.commit(claim, steps, result)
+        show(claim.events)
+        return claim
+
+    async def tick_async(
+        self,
+        run_id: str,
+        steps: Mapping[str, StepSpec],
+        *,
+        force: bool = False,
+        budget: float = DEFAULT_BUDGET_SECONDS,
+        echo: Callable[[str], None] | None = None,
+        keep_lease: bool = False,
+        kept: Claim | None = None,
+    ) -> TickResult:
+        """Do what `tick` does on an event loop: store calls and plain steps use worker threads."""
+        show = _EventEcho(echo)
+        claim: Claim | TickResult | None = None
+        if kept is not None:
+            claim = await asyncio.to_thread(self._reclaim, kept, steps, force)
+        if claim is None:
+            claim = await asyncio.to_thread(
+                functools.partial(
+                    self.claim, run_id, steps, force=force, budget=budget, keep_lease=keep_lease
+                )
+            )
+        while isinstance(claim, Claim):
+            show(claim.events)
+            result = await self.execute_async(steps[claim.step_name], claim)
+            claim = await asyncio.to_thread(self.commit, claim, steps, result)
         show(claim.events)
         return claim
 
@@ -705,6 +727,36 @@ class Engine:
             except Exception as raised:
                 error = raised
         return StepResult(value, error, time.perf_counter() - started, output, context)
+
+    async def execute_async(self, spec: StepSpec, claim: Claim) -> StepResult:
+        """Run a step without blocking the event loop.
+
+        An `async def` step runs on the loop; a plain step runs in a worker thread, so a slow
+        step never freezes the loop (or a notebook's widgets) while it works.
+        """
+        if not inspect.iscoroutinefunction(spec.function):
+            return await asyncio.to_thread(self.execute, spec, claim)
+
+        context = Context(self.vault, claim.run_id, claim.step_name, claim.attempt, claim.inputs)
+        started = time.perf_counter()
+        error = None
+        value = None
+        renewer = asyncio.ensure_future(self._renew_forever(claim))
+        try:
+            with capture_output() as output:
+                try:
+                    value = await spec.function(context)
+                except Exception as raised:
+                    error = raised
+        finally:
+            renewer.cancel()
+        return StepResult(value, error, time.perf_counter() - started, output, context)
+
+    async def _renew_forever(self, claim: Claim) -> None:
+        while True:
+            await asyncio.sleep(claim.budget / 3)
+            if not await asyncio.to_thread(self.renew, claim):
+                return
 
     @contextlib.contextmanager
     def renewing(self, claim: Claim) -> Iterator[None]:
@@ -986,6 +1038,20 @@ class Engine:
         return self._fail(
             transaction, row, details, step, type(error).__name__, message, moment, events, trace
         )
+
+
+class _EventEcho:
+    """Passes each new step transition of a tick to `echo`, once."""
+
+    def __init__(self, echo: Callable[[str], None] | None) -> None:
+        self._echo = echo
+        self._shown = 0
+
+    def __call__(self, events: list[str]) -> None:
+        if self._echo is not None:
+            for event in events[self._shown :]:
+                self._echo(event)
+        self._shown = len(events)
 
 
 class _NeedsTransaction(Exception):

@@ -77,10 +77,24 @@ class CloudFlow:
             )
             print(f"[{run.id}] run started with steps {', '.join(run.step_names)}")
 
+        if _running_loop() is not None:
+            return self._start_live(run, specs)
         run = self._drive(run.id, specs)
         if run.status in ("failed", "cancelled") and _called_from_main():
             raise SystemExit(1)
         return run
+
+    def _start_live(self, run: FlowRun, specs: list[StepSpec]) -> FlowRun:
+        """Drive the run as a task on the running loop and return its live handle at once."""
+        from .runners.kernel import KernelRunner, LiveRun
+
+        live = LiveRun(run, self.engine, {spec.name: spec for spec in specs})
+        KernelRunner.shared().start(live)
+        if "ipykernel" in sys.modules:
+            from ..notebook.panel import show_panel
+
+            show_panel(live)
+        return live
 
     def _interval(self, interval: Duration | None) -> float:
         # The command line (`--interval`) and configure() override the code, which overrides
@@ -91,6 +105,12 @@ class CloudFlow:
         if interval is not None:
             return parse_duration(interval, name="interval")
         return self._runtime.environment_interval or DEFAULT_INTERVAL_SECONDS
+
+    def _go(self, run: FlowRun, specs: list[StepSpec]) -> FlowRun:
+        """Drive the run here: as a live task on a running loop, else to its end."""
+        if _running_loop() is not None:
+            return self._start_live(run, specs)
+        return self._drive(run.id, specs)
 
     def _drive(self, run_id: str, specs: list[StepSpec]) -> FlowRun:
         run = drive(self.engine, run_id, {spec.name: spec for spec in specs})
@@ -124,8 +144,7 @@ class CloudFlow:
         if run.done:
             raise RunStateError(f"run {run_id} has already {run.status}")
         specs = self._steps_for(run, steps)
-        self.engine.attach(run_id, specs)
-        return self._drive(run_id, specs)
+        return self._go(self.engine.attach(run_id, specs), specs)
 
     def retry(self, run_id: str, *steps: Callable[..., Any]) -> FlowRun:
         """Restart a failed run at the step that failed, keeping its context, and drive it."""
@@ -139,7 +158,7 @@ class CloudFlow:
                 run_id,
             )
             return run
-        return self._drive(run_id, specs)
+        return self._go(run, specs)
 
     def _steps_for(self, run: FlowRun, steps: tuple[Callable[..., Any], ...]) -> list[StepSpec]:
         if steps:
@@ -153,6 +172,16 @@ class CloudFlow:
                 f"or run `cloudwright resume {run.id}`"
             )
         return step_specs([namespace[name] for name in run.step_names])
+
+
+def _running_loop():
+    """Return the event loop running in this thread (a kernel's, or asyncio.run's), if any."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _main_script() -> Path | None:

@@ -41,7 +41,7 @@ def drive(
             if result.busy_until is not None and announced_holder != result.run.lease_holder:
                 echo(f"[{run_id}] waiting: {result.reason}")
                 announced_holder = result.run.lease_holder
-            delay = _delay(engine, result)
+            delay = delay_before_next_tick(engine, result)
             if delay > 0:
                 sleep(delay)
     except BaseException:
@@ -52,8 +52,8 @@ def drive(
         raise
 
 
-def _delay(engine: Engine, result: TickResult) -> float:
-    """Return how long to sleep before the next tick."""
+def delay_before_next_tick(engine: Engine, result: TickResult) -> float:
+    """Return how many seconds to wait before ticking again after `result`."""
     if result.busy_until is not None:
         # The holder may finish well before its lease runs out, so look again soon.
         return min(result.busy_until.timestamp() - engine.clock(), _BUSY_POLL_SECONDS)

@@ -1,0 +1,190 @@
+"""The runner for a running event loop, such as a Jupyter kernel's: each run is an asyncio task.
+
+`cloudflow.run(...)` in a notebook returns a `LiveRun` at once; the run goes on while the user
+runs other cells. Store calls and plain steps run in worker threads, `async def` steps on the
+loop, so neither the kernel nor its widgets freeze while a step works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+
+from ..engine import Claim, Engine, StepSpec
+from ..model import FlowRun
+from .blocking import delay_before_next_tick
+
+log = logging.getLogger("cloudwright_nb")
+
+Listener = Callable[["LiveRun"], None]
+
+
+class LiveRun(FlowRun):
+    """A run driven on this process's event loop: a `FlowRun` that refreshes itself.
+
+    Its attributes follow the run as it goes; `wait()` blocks until it ends and `await run`
+    waits without blocking. `runner_error` holds the traceback if the runner itself failed
+    (for example, the store became unreachable).
+    """
+
+    def __init__(self, snapshot: FlowRun, engine: Engine, steps: Mapping[str, StepSpec]) -> None:
+        self.__dict__.update(snapshot.__dict__)
+        self.engine = engine
+        self.step_specs = dict(steps)
+        self.runner_error: str | None = None
+        self._task: asyncio.Task[FlowRun] | None = None
+        self._listeners: list[Listener] = []
+        self._wake = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<LiveRun {self.id} {self.status} step {self.current_step!r}>"
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(run)` after each change, on the event loop's thread."""
+        self._listeners.append(listener)
+
+    def update(self, snapshot: FlowRun) -> None:
+        fresh = {name: value for name, value in snapshot.__dict__.items() if name != "_flow"}
+        self.__dict__.update(fresh)
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(self)
+            except Exception:
+                log.exception("a listener of run %s failed", self.id)
+
+    def wake(self) -> None:
+        """Cut the current wait short, after a cancel or retry from elsewhere."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def wait(self, timeout: float | None = None) -> FlowRun:
+        """Block until the run ends and return it; the loop keeps ticking other runs meanwhile."""
+        if self._task is None:
+            return self.refresh()
+        loop = self._task.get_loop()
+        if loop.is_running() and _running_loop() is loop:
+            # Called from a cell: the kernel's loop is running this very code, so re-enter it.
+            import nest_asyncio2
+
+            nest_asyncio2.apply(loop)
+            return loop.run_until_complete(asyncio.wait_for(asyncio.shield(self._task), timeout))
+        if loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(_finished(self._task), loop)
+            return future.result(timeout)
+        return loop.run_until_complete(asyncio.wait_for(asyncio.shield(self._task), timeout))
+
+    def __await__(self) -> Generator[Any, None, FlowRun]:
+        if self._task is None:
+            return _finished_now(self).__await__()
+        return asyncio.shield(self._task).__await__()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(seconds, 0))
+
+
+async def _finished(task: asyncio.Task[FlowRun]) -> FlowRun:
+    return await asyncio.shield(task)
+
+
+async def _finished_now(run: LiveRun) -> FlowRun:
+    return run
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class KernelRunner:
+    """Drives many runs at once as tasks on one event loop, keeping strong references to them."""
+
+    _instance: KernelRunner | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[FlowRun]] = set()
+
+    @classmethod
+    def shared(cls) -> KernelRunner:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = KernelRunner()
+            return cls._instance
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def start(self, live: LiveRun) -> LiveRun:
+        """Drive `live` on the running loop; the task is kept until the run ends."""
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._drive(live), name=f"cloudflow run {live.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        live._task = task
+        return live
+
+    async def _drive(self, live: LiveRun) -> FlowRun:
+        engine = live.engine
+        kept: Claim | None = None
+        try:
+            while True:
+                result = await engine.tick_async(
+                    live.id,
+                    live.step_specs,
+                    keep_lease=True,
+                    kept=kept,
+                    echo=lambda event: self._on_event(live, event),
+                )
+                kept = result.kept
+                live.update(result.run)
+                if result.run.done:
+                    return result.run
+                await live._sleep(delay_before_next_tick(engine, result))
+        except asyncio.CancelledError:
+            if kept is not None:
+                await asyncio.to_thread(engine.release, kept)
+            raise
+        except Exception as error:
+            # The runner itself failed, not a step: show it on the run, never only in a log.
+            live.runner_error = "".join(traceback.format_exception(error))
+            log.error("the runner of run %s stopped: %s", live.id, error)
+            if kept is not None:
+                await asyncio.to_thread(_release_quietly, engine, kept)
+            live._notify()
+            raise
+
+    def _on_event(self, live: LiveRun, event: str) -> None:
+        log.debug("run %s: %s", live.id, event)
+        if event.endswith(": started") or "->" in event:
+            # A step began: show it as running without waiting for the tick to end.
+            asyncio.get_running_loop().create_task(_refresh(live))
+
+
+async def _refresh(live: LiveRun) -> None:
+    try:
+        live.update(await asyncio.to_thread(live.engine.get, live.id))
+    except Exception as error:
+        log.debug("refreshing run %s failed: %s", live.id, error)
+
+
+def _release_quietly(engine: Engine, kept: Claim) -> None:
+    try:
+        engine.release(kept)
+    except Exception as error:
+        log.warning("could not release the lease of run %s: %s", kept.run_id, error)

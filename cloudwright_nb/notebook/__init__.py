@@ -1,0 +1,1 @@
+"""Jupyter support: magics, run panels and the state browser. Imported only inside IPython."""
