@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, new_master_key, subprocess_env
 
 from cloudwright_nb import (
     ApplicationNameError,
@@ -20,6 +19,7 @@ from cloudwright_nb import (
 )
 from cloudwright_nb.durations import parse_duration
 from cloudwright_nb.state.stores import open_store
+from conftest import PYTHON, new_master_key, subprocess_env
 
 
 def run_python(*arguments: str, **env: str) -> subprocess.CompletedProcess:

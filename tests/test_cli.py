@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import new_master_key, subprocess_env
 
 from cloudwright_nb import CloudWright
 from cloudwright_nb.cli import main
+from conftest import new_master_key, subprocess_env
 
 CLOUDWRIGHT = str(Path(sys.executable).parent / "cloudwright")
 

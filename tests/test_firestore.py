@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, subprocess_env
 
 from cloudwright_nb import CloudWright, ConfigurationError, DriverMissingError
 from cloudwright_nb.cli import main
 from cloudwright_nb.state.stores import Record, RunRow, open_store
 from cloudwright_nb.state.stores.base import now
+from conftest import ROOT, subprocess_env
 
 sys.path.insert(0, str(ROOT / "bench"))
 from roundtrips import measure_all

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PYTHON, subprocess_env
 
 from cloudwright_nb import (
     CloudWright,
@@ -30,6 +29,7 @@ from cloudwright_nb import (
 from cloudwright_nb.flow.context import Context
 from cloudwright_nb.flow.engine import Engine, StepSpec, step_specs
 from cloudwright_nb.flow.model import FlowRun
+from conftest import PYTHON, subprocess_env
 
 DAY = 86400
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_flow import FakeClock, start
 
 from cloudwright_nb import CloudWright
 from cloudwright_nb.flow.context import Context
 from cloudwright_nb.flow.engine import MAX_KEPT_WAIT_SECONDS, Engine
 from cloudwright_nb.flow.runners.blocking import drive
+from test_flow import FakeClock, start
 
 
 @pytest.fixture

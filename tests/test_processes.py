@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, subprocess_env
 
 from cloudwright_nb import CloudWright
 from cloudwright_nb.flow.context import Context
 from cloudwright_nb.flow.engine import step_specs
+from conftest import PYTHON, subprocess_env
 
 APP = "process-test"
 

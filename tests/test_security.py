@@ -17,10 +17,10 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import new_master_key
 
 from cloudwright_nb import CloudWright, MasterKeyError, StateDecryptionError
 from cloudwright_nb.state.admin import rotate_keys
+from conftest import new_master_key
 
 MARKER = f"marker-value-{secrets.token_hex(8)}"
 KEY_NAME = f"marker-key-{secrets.token_hex(8)}"

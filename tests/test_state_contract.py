@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import PYTHON, subprocess_env
 
 from cloudwright_nb import (
     CloudWright,
@@ -25,6 +24,7 @@ from cloudwright_nb import (
 )
 from cloudwright_nb.state.stores import AppRow, Record, RunRow, Store, Transaction, open_store
 from cloudwright_nb.state.stores.base import context_namespace
+from conftest import PYTHON, subprocess_env
 
 DAY = timedelta(days=1)
 # Slack for the time between taking a timestamp in the test and the library taking its own.

@@ -1,0 +1,43 @@
+"""The benchmarks in bench/ run end to end at tiny sizes and print their comparisons."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from conftest import PYTHON, ROOT, subprocess_env
+
+RATIO = re.compile(r"^ratio (?P<what>.+): (?P<value>\S+)x$", re.MULTILINE)
+
+EXPECTED_RATIOS = {
+    "state_bench.py": [
+        f"{operation}, cloudwright-nb / {peer}"
+        for operation in ("set", "get", "get_many", "set_many")
+        for peer in ("diskcache", "sqlitedict", "diskcache FULL")
+    ],
+    "flow_bench.py": ["cloudflow.run / dbos", "engine / dbos"],
+    "cold_start.py": [
+        "cold start, cloudwright-nb / functions_framework",
+        "imports only, cloudwright-nb / functions_framework",
+    ],
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("script", sorted(EXPECTED_RATIOS))
+def test_benchmark_prints_ratios(script: str) -> None:
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / script), "--quick"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    ratios = {match["what"]: match["value"] for match in RATIO.finditer(result.stdout)}
+    assert sorted(ratios) == sorted(EXPECTED_RATIOS[script]), result.stdout
+    for what, value in ratios.items():
+        assert float(value) > 0, f"{what}: {value}"
