@@ -13,13 +13,17 @@ import os
 import runpy
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .app import CloudWright, check_app_name, parse_inputs
 from .durations import parse_duration
 from .errors import CloudWrightError, ConfigurationError, InvalidDurationError
+from .flow.engine import check_run_id
+from .flow.model import ended_word
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -28,10 +32,19 @@ class UsageError(Exception):
     """A command-line argument that is wrong in a way argparse cannot see."""
 
 
-def _duration(text: str) -> float:
+def _duration(text: str) -> str:
+    """Check a duration argument and keep the text, so later messages quote what was typed."""
     try:
-        return parse_duration(text)
+        parse_duration(text)
     except InvalidDurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _run_id(text: str) -> str:
+    try:
+        return check_run_id(text)
+    except CloudWrightError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -71,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_common_options(None)],
         description="Run CloudFlow applications and manage their runs and state.",
     )
+    parser.add_argument("--version", action="version", version=f"cloudwright {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser(
@@ -90,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="delay between checks of a rerunning step, e.g. 5s or 2m",
     )
-    run.add_argument("--run-id", metavar="ID", help="attach to this run, or start it with this id")
+    run.add_argument(
+        "--run-id", type=_run_id, metavar="ID", help="attach to this run, or start it with this id"
+    )
     run.set_defaults(handler=_run)
 
     runs = commands.add_parser("runs", parents=[common], help="list runs, newest first")
@@ -197,11 +213,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     CloudWright.name_from_main = False
     _show_log_events()
+    warnings.formatwarning = _one_line_warning
     try:
         CloudWright.configure(app=args.app, store=args.store)
         return handler(args)
     except UsageError as error:
         parser.exit(EXIT_USAGE, f"cloudwright: error: {error}\n")
+    except BrokenPipeError:
+        # The reader went away (`cloudwright runs | head`); stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except (CloudWrightError, OSError) as error:
         if args.debug:
             traceback.print_exc()
@@ -223,6 +244,10 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+def _one_line_warning(message: Warning | str, *args: Any, **kwargs: Any) -> str:
+    return f"cloudwright: warning: {message}\n"
 
 
 def _show_log_events() -> None:
@@ -282,6 +307,10 @@ def _innermost_frame_in(error: BaseException, script: Path) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    try:
+        CloudWright.environment_interval  # noqa: B018 - check it before the script runs
+    except InvalidDurationError as error:
+        raise UsageError(str(error)) from None
     inputs = _inputs(args.input)
     CloudWright.configure(inputs=inputs, interval=args.interval)
     CloudWright.bind_run(args.run_id)
@@ -323,7 +352,7 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    removed = _cloudflow().engine.purge(args.older_than)
+    removed = _cloudflow().engine.purge(parse_duration(args.older_than))
     print(f"deleted {len(removed)} ended run(s)")
     return EXIT_OK
 
@@ -347,14 +376,13 @@ def _resume(args: argparse.Namespace) -> int:
     if run.status == "failed":
         raise UsageError(f"run {run.id} failed; start it again with `cloudwright retry {run.id}`")
     if run.done:
-        print(f"run {run.id} has already {run.status}")
+        print(f"run {run.id} has already {ended_word(run.status)}")
         return EXIT_OK
     return _rerun_script(run, args.debug)
 
 
 def _retry(args: argparse.Namespace) -> int:
     run = _cloudflow().engine.retry(args.run_id)
-    print(f"run {run.id} restarts at step {run.current_step}")
     return _rerun_script(run, args.debug)
 
 
@@ -407,6 +435,10 @@ def _state_set(args: argparse.Namespace) -> int:
         value: Any = json.loads(args.value)
     except json.JSONDecodeError:
         value = args.value
+    except ValueError as error:
+        raise UsageError(
+            f"cannot read VALUE as JSON: {error}; quote it, as '\"...\"', to store a string"
+        ) from None
     _state().set(args.key, value, ttl=args.ttl)
     return EXIT_OK
 
@@ -443,14 +475,23 @@ def _state_import(args: argparse.Namespace) -> int:
     from .state.admin import import_state
 
     if args.file == "-":
-        count = import_state(_state(), sys.stdin, "stdin")
+        report = import_state(_state(), sys.stdin, "stdin")
     else:
         path = Path(args.file)
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"no such file: {path}")
+        if not path.is_file():
+            raise UsageError(f"{path} is not a file")
         with path.open(encoding="utf-8") as handle:
-            count = import_state(_state(), handle, str(path))
-    print(f"imported {count} key(s)", file=sys.stderr)
+            report = import_state(_state(), handle, str(path))
+    print(f"imported {report.written} key(s)", file=sys.stderr)
+    if report.expired:
+        print(f"skipped {report.expired} key(s) whose expiry has passed", file=sys.stderr)
+    if report.shortened:
+        print(
+            f"{report.shortened} key(s) expired more than 365 days ahead; they are kept 365 days",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

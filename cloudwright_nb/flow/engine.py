@@ -44,7 +44,7 @@ from ..state.stores import AppRow, Record, RunRow, Transaction
 from ..state.stores.base import END_STATUSES, LIVE_STATUSES, now
 from ..state.vault import Vault
 from .context import Context
-from .model import FlowRun, RunDetails, StepRecord
+from .model import FlowRun, RunDetails, StepRecord, ended_word
 from .outcomes import CONTINUE, FAIL, RERUN, Outcome, StepOptions, name_of, options_of
 from .output import capture_output
 
@@ -341,7 +341,6 @@ class Engine:
                 "resuming with the new code"
             )
             warnings.warn(message, stacklevel=3)
-            log.warning(message)
         return run
 
     def cancel(self, run_id: str) -> FlowRun:
@@ -351,14 +350,14 @@ class Engine:
             row = self._row(transaction, run_id)
             details = self._open(row)
             if row.status in END_STATUSES:
-                raise RunStateError(f"run {run_id} has already {_ended_word(row.status)}")
+                raise RunStateError(f"run {run_id} has already {ended_word(row.status)}")
             moment = self.clock()
             details.ended_at = moment
             row = self._end(transaction, row, details, "cancelled", moment)
             return row, details
 
         row, details = self.store.transact(work)
-        log.info("run %s cancelled", run_id)
+        log.debug("run %s cancelled", run_id)
         return self._view(row, details)
 
     def retry(self, run_id: str) -> FlowRun:
@@ -368,9 +367,8 @@ class Engine:
             row = self._row(transaction, run_id)
             details = self._open(row)
             if row.status != "failed":
-                raise RunStateError(
-                    f"run {run_id} is {row.status}; only a failed run can be retried"
-                )
+                state = ended_word(row.status) if row.status in END_STATUSES else "not failed"
+                raise RunStateError(f"run {run_id} has {state}; only a failed run can be retried")
             index = min(row.step_index, len(details.steps) - 1)
             failed = details.steps[index]
             details.steps[index] = StepRecord(failed.name, failed.source_hash, output=failed.output)
@@ -392,7 +390,7 @@ class Engine:
             return row, details
 
         row, details = self.store.transact(work)
-        log.info("run %s retried from step %s", run_id, details.steps[row.step_index].name)
+        log.debug("run %s retried from step %s", run_id, details.steps[row.step_index].name)
         return self._view(row, details)
 
     def purge(self, older_than: float) -> list[str]:
@@ -501,7 +499,7 @@ class Engine:
             moment = self.clock()
             if row.status in END_STATUSES:
                 return self._skip(
-                    row, details, f"run {run_id} has already {_ended_word(row.status)}"
+                    row, details, f"run {run_id} has already {ended_word(row.status)}"
                 )
 
             if row.lease_holder and (row.lease_expires_at or 0) > moment:
@@ -680,7 +678,7 @@ class Engine:
             message = (
                 f"step {step.name!r} timed out: it has been checking for "
                 f"{format_duration(moment - step.first_check_at)} since its first check, "
-                f"longer than its timeout of {format_duration(options.timeout)}"
+                f"reaching its timeout of {format_duration(options.timeout)}"
             )
             if options.on_timeout is not CONTINUE:
                 return row, self._fail(
@@ -715,6 +713,8 @@ class Engine:
     ) -> RunRow:
         step.status = "done"
         step.finished_at = moment
+        # A retried step that now succeeds leaves no error behind on the run.
+        details.error = None
         index = row.step_index + 1
         checks = f"{step.checks} check{'s' if step.checks != 1 else ''}"
         took = f"done after {checks}, {format_duration(max(moment - step.first_check_at, 0.001))}"
@@ -1122,10 +1122,6 @@ def _grown_delay(options: StepOptions, run_interval: float, count: int) -> float
 
 def _error_record(step: str, kind: str, message: str, trace: str | None = None) -> dict[str, Any]:
     return {"step": step, "type": kind, "message": message, "traceback": trace}
-
-
-def _ended_word(status: str) -> str:
-    return {"succeeded": "succeeded", "failed": "failed", "cancelled": "been cancelled"}[status]
 
 
 async def _awaited(awaitable: Any) -> Any:

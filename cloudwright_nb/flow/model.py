@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 STEP_STATUSES = ("pending", "running", "waiting", "done", "failed")
 RECENT_OUTCOMES = 5
 OUTPUT_LINES = 20
+SUMMARY_OUTPUT_LINES = 3
 MIN_STALL_GRACE_SECONDS = 30.0
 
 
@@ -70,6 +71,16 @@ class RunDetails:
     @property
     def step_names(self) -> list[str]:
         return [step.name for step in self.steps]
+
+
+def time_spent(seconds: float) -> str:
+    """Render a step's time spent, or "-" for a step that has not run."""
+    return format_duration(max(seconds, 0.001)) if seconds > 0 else "-"
+
+
+def ended_word(status: str) -> str:
+    """Return the participle that follows "has already" for an ended status."""
+    return {"succeeded": "succeeded", "failed": "failed", "cancelled": "been cancelled"}[status]
 
 
 def stall_grace(interval: float) -> float:
@@ -178,14 +189,13 @@ class FlowRun:
             marker = ">" if index == self.step_index and not self.done else " "
             lines.append(
                 f" {marker} {index + 1}. {step.name:<24} {step.status:<8} "
-                f"checks {step.checks:<4} {format_duration(max(step.seconds_spent, 0.001))}"
+                f"checks {step.checks:<4} {time_spent(step.seconds_spent)}"
             )
+            lines += [f"       | {line}" for line in step.output[-SUMMARY_OUTPUT_LINES:]]
         if self.next_check_at and not self.done:
             lines.append(f"next check at {self.next_check_at.isoformat(timespec='seconds')}")
         if self.error:
             lines.append(f"error in step {self.error.get('step')}: {self.error.get('message')}")
-        for line in self.steps[min(self.step_index, len(self.steps) - 1)].output[-5:]:
-            lines.append(f"  | {line}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -65,6 +65,7 @@ class CloudFlow:
         engine = self.engine
         if run_id and engine.store.get_run(engine.app, run_id) is not None:
             run = engine.attach(run_id, specs)
+            print(f"[{run.id}] resuming at step {run.current_step}")
         else:
             script = self._runtime.script or _main_script()
             run = engine.create(
@@ -144,7 +145,9 @@ class CloudFlow:
         if run.done:
             raise RunStateError(f"run {run_id} has already {run.status}")
         specs = self._steps_for(run, steps)
-        return self._go(self.engine.attach(run_id, specs), specs)
+        run = self.engine.attach(run_id, specs)
+        print(f"[{run_id}] resuming at step {run.current_step}")
+        return self._go(run, specs)
 
     def retry(self, run_id: str, *steps: Callable[..., Any]) -> FlowRun:
         """Restart a failed run at the step that failed, keeping its context, and drive it."""

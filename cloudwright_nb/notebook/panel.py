@@ -22,7 +22,7 @@ import ipywidgets as widgets
 from IPython.display import display
 
 from ..durations import format_duration
-from ..flow.model import FlowRun
+from ..flow.model import FlowRun, time_spent
 from ..flow.runners.kernel import KernelRunner, LiveRun
 
 log = logging.getLogger("cloudwright_nb")
@@ -154,7 +154,7 @@ def _render_body(run: FlowRun, summary: str) -> str:
             f"<td>{index + 1}. {html.escape(step.name)}</td>"
             f'<td class="cw-state">{state}</td>'
             f"<td>{step.checks}</td>"
-            f"<td>{format_duration(max(step.seconds_spent, 0.001))}</td></tr>"
+            f"<td>{time_spent(step.seconds_spent)}</td></tr>"
         )
     parts = [
         f'<div class="cw-run" data-status="{run.status}" title="{html.escape(summary)}">',

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from ..errors import InvalidValueError
+from ..errors import CloudWrightError, InvalidValueError, StateDecryptionError
 from . import codec
 from .crypto import AppCipher, MasterKey, RegistryCipher, sealed_by
 from .module import MAX_TTL_SECONDS, StateModule
 from .stores import AppRow, Record, Store, Transaction
 from .stores.base import now
+from .vault import Vault
 
 _PAGE = 500
 
@@ -28,9 +29,10 @@ def rotate_keys(store: Store, master_keys: Sequence[MasterKey]) -> int:
     """
     registry = RegistryCipher(master_keys)
     first = master_keys[0]
+    names = _check_rotation(store, master_keys, registry)
     rotated = 0
     for app_row in store.list_apps():
-        app = registry.open_name(app_row.namespace, app_row.name_blob)
+        app = names[app_row.namespace]
         cipher = AppCipher(app, master_keys)
         for namespace in store.namespaces(f"{app_row.namespace}/"):
             rotated += _rotate_namespace(store, cipher, namespace, first)
@@ -43,6 +45,37 @@ def rotate_keys(store: Store, master_keys: Sequence[MasterKey]) -> int:
 
         store.transact(finish)
     return rotated
+
+
+def _check_rotation(
+    store: Store, master_keys: Sequence[MasterKey], registry: RegistryCipher
+) -> dict[str, str]:
+    """Return every application's name, or raise before anything changes if a key is missing."""
+    held = {key.fingerprint for key in master_keys}
+    names: dict[str, str] = {}
+    problems = []
+    for app_row in store.list_apps():
+        try:
+            names[app_row.namespace] = registry.open_name(app_row.namespace, app_row.name_blob)
+        except StateDecryptionError:
+            problems.append(
+                f"application entry {app_row.namespace[:12]} is sealed under master key "
+                f"{sealed_by(app_row.name_blob).hex()}"
+            )
+            continue
+        missing = [fingerprint for fingerprint in app_row.fingerprints if fingerprint not in held]
+        vault = Vault(names[app_row.namespace], store, master_keys)
+        if missing and vault.sealed_under(missing):
+            problems.append(
+                f"application {names[app_row.namespace]!r} has records under master key "
+                f"{', '.join(missing)}"
+            )
+    if problems:
+        raise StateDecryptionError(
+            f"cannot rotate the keys of {store.url}: {'; '.join(problems)}. Add those keys after "
+            "the new one in CLOUDWRIGHT_MASTER_KEY and run it again; nothing was changed"
+        )
+    return names
 
 
 def _sealed_by(blob: bytes, key: MasterKey) -> bool:
@@ -107,26 +140,56 @@ def export_state(state: StateModule) -> Iterator[str]:
         yield json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
-def import_state(state: StateModule, lines: Iterable[str] | IO[str], source: str = "input") -> int:
+@dataclass(frozen=True)
+class ImportReport:
+    """What `import_state` did: keys written, keys skipped as expired, expiries shortened."""
+
+    written: int
+    expired: int
+    shortened: int
+
+
+def import_state(
+    state: StateModule, lines: Iterable[str] | IO[str], source: str = "input"
+) -> ImportReport:
     """Write the keys of JSON lines made by `export_state`, keeping their expiry.
 
     Every line is checked before anything is written, so a bad file changes nothing. Keys whose
-    expiry has passed are left out. Returns the number of keys written.
+    expiry has passed are left out, and expiries more than 365 days ahead are shortened to 365.
     """
     entries: list[tuple[str, Any, float]] = []
+    expired = shortened = 0
     moment = now()
-    for number, line in enumerate(lines, start=1):
+    numbered = enumerate(lines, start=1)
+    number = 0
+    while True:
+        try:
+            number, line = next(numbered)
+        except StopIteration:
+            break
+        except UnicodeDecodeError as error:
+            raise InvalidValueError(
+                f"{source} line {number + 1} is not UTF-8 text ({error.reason}); "
+                "import a file written by `cloudwright state export`"
+            ) from None
         if not line.strip():
             continue
         entry = _parse_line(line, number, source)
-        codec.encode_value(codec.check_key(entry["key"]), entry["value"])
+        try:
+            codec.encode_value(codec.check_key(entry["key"]), entry["value"])
+        except CloudWrightError as error:
+            raise type(error)(f"{source} line {number}: {error}") from None
         remaining = _remaining_seconds(entry.get("expires_at"), moment, number, source)
-        if remaining > 0:
-            entries.append((entry["key"], entry["value"], min(remaining, MAX_TTL_SECONDS)))
+        if remaining <= 0:
+            expired += 1
+            continue
+        if remaining > MAX_TTL_SECONDS:
+            shortened += 1
+        entries.append((entry["key"], entry["value"], min(remaining, MAX_TTL_SECONDS)))
 
     for key, value, remaining in entries:
         state.set(key, value, ttl=remaining)
-    return len(entries)
+    return ImportReport(len(entries), expired, shortened)
 
 
 def _parse_line(line: str, number: int, source: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from ..errors import (
 
 MAX_VALUE_BYTES = 900 * 1024
 MAX_KEY_LENGTH = 1024
+# Below about 4,300 digits (Python's default limit on int-to-text conversion) nothing can fail.
+_LARGE_INT_BITS = 14_000
 
 
 def check_key(key: object) -> str:
@@ -41,9 +43,15 @@ def check_key(key: object) -> str:
 
 def encode_value(key: str, value: Any) -> bytes:
     """Encode `value` as compact UTF-8 JSON after checking every part of it can round-trip."""
-    _check_value(key, value, "", set())
-    encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    data = encoded.encode("utf-8")
+    try:
+        _check_value(key, value, "", set())
+        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise InvalidValueError(
+            f"cannot store key {key!r}: the value is nested too deeply for JSON; flatten it"
+        ) from None
+    # Lone surrogates are valid in Python strings and in JSON escapes, so keep them.
+    data = encoded.encode("utf-8", "surrogatepass")
     if len(data) > MAX_VALUE_BYTES:
         raise ValueTooLargeError(
             f"value for key {key!r} is {len(data):,} bytes once encoded as JSON; "
@@ -54,12 +62,22 @@ def encode_value(key: str, value: Any) -> bytes:
 
 
 def decode_value(data: bytes) -> Any:
-    return json.loads(data)
+    return json.loads(data.decode("utf-8", "surrogatepass"))
 
 
 def _check_value(key: str, value: Any, path: str, seen: set[int]) -> None:
     """Walk `value` depth first; `path` is the subscript chain to it, like `['rows'][3]`."""
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if value.bit_length() > _LARGE_INT_BITS:
+            try:
+                str(value)
+            except ValueError:
+                raise InvalidValueError(
+                    f"cannot store key {key!r}: {_where(path)}the integer has more digits than "
+                    "Python converts to text; store it as a string of digits you build yourself"
+                ) from None
         return
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -153,13 +153,13 @@ class AppCipher:
         return [key.master.fingerprint for key in self.keys]
 
     def record_id(self, namespace: str, name: str, key_index: int = 0) -> str:
-        message = f"{namespace}\0{name}".encode()
+        message = f"{namespace}\0{name}".encode("utf-8", "surrogatepass")
         return hmac.digest(self.keys[key_index].id_key, message, "sha256").hex()
 
     def seal(self, namespace: str, record_id: str, name: str, payload: bytes) -> bytes:
         key = self.keys[0]
         nonce = secrets.token_bytes(_NONCE_BYTES)
-        encoded_name = name.encode("utf-8")
+        encoded_name = name.encode("utf-8", "surrogatepass")
         plaintext = struct.pack(">I", len(encoded_name)) + encoded_name + payload
         header = _HEADER.pack(RECORD_VERSION, key.master.fingerprint_bytes, nonce)
         return header + key.aead.encrypt(nonce, plaintext, _associated_data(namespace, record_id))
@@ -198,7 +198,7 @@ class AppCipher:
             ) from None
 
         (name_length,) = struct.unpack_from(">I", plaintext)
-        name = plaintext[4 : 4 + name_length].decode("utf-8")
+        name = plaintext[4 : 4 + name_length].decode("utf-8", "surrogatepass")
         key_index = self.keys.index(key)
         if check_id and not hmac.compare_digest(
             self.record_id(namespace, name, key_index), record_id

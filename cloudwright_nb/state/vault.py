@@ -63,7 +63,7 @@ class Vault:
                 "that wrote it; nothing was read or changed"
             )
         missing = [fingerprint for fingerprint in row.fingerprints if fingerprint not in held]
-        if missing and self._sealed_under(missing):
+        if missing and self.sealed_under(missing):
             # Records sealed under a key we lack would read as missing: refuse instead.
             raise StateDecryptionError(
                 f"application {self.app!r} in {self.store.url} still has records written with "
@@ -77,7 +77,7 @@ class Vault:
         self._registered = held[0] in row.fingerprints
         return indices
 
-    def _sealed_under(self, fingerprints: list[str]) -> bool:
+    def sealed_under(self, fingerprints: list[str]) -> bool:
         """Return whether a record or run of the application is sealed under one of `fingerprints`.
 
         This scans the whole application, which only happens while a key rotation is
@@ -103,6 +103,9 @@ class Vault:
         row = transaction.get_app(self.namespace)
         self._check_keys(row)
         first = self.cipher.fingerprints[0]
+        if row is not None and first in row.fingerprints:
+            self._registered = True
+            return
         fingerprints = (*row.fingerprints, first) if row else (first,)
         transaction.put_app(
             AppRow(self.namespace, self._registry.seal_name(self.namespace, self.app), fingerprints)

@@ -44,11 +44,13 @@ def drive(
             delay = delay_before_next_tick(engine, result)
             if delay > 0:
                 sleep(delay)
-    except BaseException:
+    except BaseException as error:
         # A runner stopped by Ctrl-C or an error hands its kept lease back, so another runner
         # can carry on at once.
         if kept is not None:
             engine.release(kept)
+        if isinstance(error, KeyboardInterrupt):
+            echo(f"[{run_id}] interrupted; carry on with `cloudwright resume {run_id}`")
         raise
 
 

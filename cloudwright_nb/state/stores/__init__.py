@@ -35,6 +35,11 @@ def open_store(url: str) -> Store:
     if scheme == "sqlite":
         if not rest.startswith("/") or len(rest) < 2:
             raise StoreURLError(f"invalid store URL {url!r}: use {_FORMS}")
+        if "?" in rest or "#" in rest:
+            raise StoreURLError(
+                f"invalid store URL {url!r}: sqlite store URLs take no query or fragment; "
+                "cloudwright-nb sets the database options itself"
+            )
         from .sqlite import SQLiteStore
 
         path = Path(os.path.expanduser(rest[1:]))

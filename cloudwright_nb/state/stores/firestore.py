@@ -330,7 +330,8 @@ class FirestoreStore(Store):
         except google_errors.Aborted:
             raise
         except google_errors.GoogleAPICallError as error:
-            raise StoreError(f"cannot {action} store {self.url}: {error.message}") from None
+            detail = error.message or str(error) or type(error).__name__
+            raise StoreError(f"cannot {action} store {self.url}: {detail}") from None
 
     def _batch_get(
         self, paths: Sequence[str], **consistency: Any
