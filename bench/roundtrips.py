@@ -15,7 +15,8 @@ from collections.abc import Callable
 import grpc
 
 from cloudwright_nb import RERUN, CloudWright
-from cloudwright_nb.flow.engine import Engine, step_specs
+from cloudwright_nb.flow.engine import Engine
+from cloudwright_nb.flow.steps import step_specs
 from cloudwright_nb.state.stores.firestore import FirestoreStore
 from cloudwright_nb.state.vault import Vault
 

@@ -22,8 +22,8 @@ from . import __version__
 from .app import CloudWright, check_app_name, parse_inputs
 from .durations import parse_duration
 from .errors import CloudWrightError, ConfigurationError, InvalidDurationError
-from .flow.engine import check_run_id
 from .flow.model import ended_word
+from .flow.steps import check_run_id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

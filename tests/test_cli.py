@@ -262,6 +262,6 @@ def test_resume_of_an_unknown_run_is_one_line(store):
 
 
 def cloudflow_specs(*functions):
-    from cloudwright_nb.flow.engine import step_specs
+    from cloudwright_nb.flow.steps import step_specs
 
     return step_specs(functions)

@@ -27,8 +27,9 @@ from cloudwright_nb import (
     StepMismatchError,
 )
 from cloudwright_nb.flow.context import Context
-from cloudwright_nb.flow.engine import Engine, StepSpec, step_specs
+from cloudwright_nb.flow.engine import Engine
 from cloudwright_nb.flow.model import FlowRun
+from cloudwright_nb.flow.steps import StepSpec, step_specs
 from conftest import PYTHON, subprocess_env
 
 DAY = 86400

@@ -20,7 +20,7 @@ import pytest
 
 from cloudwright_nb import CloudWright
 from cloudwright_nb.flow.context import Context
-from cloudwright_nb.flow.engine import step_specs
+from cloudwright_nb.flow.steps import step_specs
 from conftest import PYTHON, subprocess_env
 
 APP = "process-test"
@@ -81,7 +81,7 @@ STEPS = [launch, poll, report]
 
 if __name__ == "__main__":
     from cloudwright_nb import CloudWright
-    from cloudwright_nb.flow.engine import step_specs
+    from cloudwright_nb.flow.steps import step_specs
 
     run_id, go = sys.argv[1], Path(sys.argv[2])
     steps = {spec.name: spec for spec in step_specs(STEPS)}

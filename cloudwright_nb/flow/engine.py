@@ -15,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import inspect
 import logging
-import os
 import secrets
-import socket
 import threading
 import time
 import traceback
@@ -28,25 +25,25 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from ..durations import format_duration
 from ..errors import (
-    InvalidRunIdError,
-    InvalidStepError,
     RunNotFoundError,
     RunStateError,
     StateDecryptionError,
     StepMismatchError,
 )
-from ..state.stores import AppRow, Record, RunRow, Transaction
+from ..state.stores import RunRow, Transaction
 from ..state.stores.base import END_STATUSES, LIVE_STATUSES, now
 from ..state.vault import Vault
 from .context import Context
+from .lease import holder_alive, new_holder
 from .model import FlowRun, RunDetails, StepRecord, ended_word
-from .outcomes import CONTINUE, FAIL, RERUN, Outcome, StepOptions, name_of, options_of
+from .outcomes import CONTINUE, FAIL, RERUN, Outcome, StepOptions
 from .output import capture_output
+from .recording import NeedsTransaction, RecordingTransaction
+from .steps import StepSpec, check_run_id, new_run_id
 
 log = logging.getLogger("cloudwright_nb")
 
@@ -55,103 +52,6 @@ DEFAULT_BUDGET_SECONDS = 60.0
 # it, so a runner that vanishes never blocks a run for long.
 MAX_KEPT_WAIT_SECONDS = 600.0
 RETENTION_SECONDS = 30 * 86400
-MAX_RUN_ID_LENGTH = 128
-_RUN_ID_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-_HOST = socket.gethostname()
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """A step as a runner needs it: its name, its function and its options."""
-
-    name: str
-    function: Callable[..., Any]
-    options: StepOptions
-    source_hash: str
-
-
-def step_specs(functions: Sequence[Callable[..., Any]]) -> list[StepSpec]:
-    """Check the functions given to `cloudflow.run` and describe each as a step."""
-    if not functions:
-        raise InvalidStepError("cloudflow.run needs at least one step function")
-    specs = []
-    for position, function in enumerate(functions, start=1):
-        if isinstance(function, list | tuple):
-            raise InvalidStepError(
-                "pass the steps as separate arguments, cloudflow.run(first, second), "
-                "not as one list; unpack it with cloudflow.run(*steps)"
-            )
-        if not callable(function):
-            raise InvalidStepError(
-                f"step {position} is {function!r}, not a function; pass the step functions "
-                "themselves, without calling them"
-            )
-        specs.append(
-            StepSpec(name_of(function), function, options_of(function), _source_hash(function))
-        )
-    names = [spec.name for spec in specs]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise InvalidStepError(
-            f"step names must be unique, but {', '.join(duplicates)} appears more than once; "
-            "give the second one another name with @cloudflow.step(name=...)"
-        )
-    return specs
-
-
-def _source_hash(function: Callable[..., Any]) -> str:
-    try:
-        source = inspect.getsource(function)
-    except (OSError, TypeError):
-        return ""
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
-
-
-def check_run_id(run_id: object) -> str:
-    if (
-        not isinstance(run_id, str)
-        or not run_id
-        or len(run_id) > MAX_RUN_ID_LENGTH
-        or not set(run_id) <= _RUN_ID_CHARACTERS
-    ):
-        raise InvalidRunIdError(
-            f"invalid run id {run_id!r}: use 1 to {MAX_RUN_ID_LENGTH} letters, digits, "
-            "dots, dashes or underscores"
-        )
-    return run_id
-
-
-def new_run_id(moment: float) -> str:
-    stamp = datetime.fromtimestamp(moment, timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{secrets.token_hex(3)}"
-
-
-def _holder_alive(holder: str) -> bool:
-    """Return whether a lease holder may still run; only processes on this host can be checked."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != _HOST or not pid_text.isdigit():
-        return True
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """Return whether a process has exited but its parent has not reaped it yet (Linux only)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state follows the command name, which is in parentheses and may contain spaces.
-    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "Z"
 
 
 @dataclass
@@ -490,7 +390,7 @@ class Engine:
         keep_lease: bool = False,
     ) -> Claim | TickResult:
         """Take the run's lease for its current step, or return why no step may run now."""
-        holder = f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
+        holder = new_holder(secrets.token_hex(4))
         tick_started = self.clock()
 
         def work(transaction: Transaction) -> Claim | TickResult:
@@ -503,7 +403,7 @@ class Engine:
                 )
 
             if row.lease_holder and (row.lease_expires_at or 0) > moment:
-                if _holder_alive(row.lease_holder):
+                if holder_alive(row.lease_holder):
                     until = datetime.fromtimestamp(row.lease_expires_at, timezone.utc)
                     return self._skip(
                         row,
@@ -938,10 +838,10 @@ class Engine:
         the run), and the caller commits in a transaction instead.
         """
         assert claim.expected is not None
-        recorder = _RecordingTransaction(claim.expected, self.vault.context_namespace(claim.run_id))
+        recorder = RecordingTransaction(claim.expected, self.vault.context_namespace(claim.run_id))
         try:
             outcome = work(recorder)
-        except _NeedsTransaction:
+        except NeedsTransaction:
             return None
         if recorder.run is None:
             return None
@@ -1063,49 +963,6 @@ class _EventEcho:
             for event in events[self._shown :]:
                 self._echo(event)
         self._shown = len(events)
-
-
-class _NeedsTransaction(Exception):
-    """Raised inside a recorded commit that needs more than one conditional write."""
-
-
-class _RecordingTransaction(Transaction):
-    """Serves a commit from the run read before the step and records what it writes."""
-
-    def __init__(self, run: RunRow, namespace: str) -> None:
-        self._read = run
-        self.namespace = namespace
-        self.run: RunRow | None = None
-        self.puts: list[Record] = []
-        self.deletes: list[str] = []
-
-    def get_run(self, app: str, run_id: str) -> RunRow | None:
-        return self.run or self._read
-
-    def put_run(self, row: RunRow) -> None:
-        self.run = row
-
-    def put(self, namespace: str, record: Record) -> None:
-        if namespace != self.namespace:
-            raise _NeedsTransaction
-        self.puts.append(record)
-
-    def delete(self, namespace: str, record_id: str) -> None:
-        if namespace != self.namespace:
-            raise _NeedsTransaction
-        self.deletes.append(record_id)
-
-    def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
-        raise _NeedsTransaction
-
-    def set_expiry(self, namespace: str, expires_at: float | None) -> None:
-        raise _NeedsTransaction
-
-    def get_app(self, namespace: str) -> AppRow | None:
-        raise _NeedsTransaction
-
-    def put_app(self, row: AppRow) -> None:
-        raise _NeedsTransaction
 
 
 def _options(steps: Mapping[str, StepSpec], name: str) -> StepOptions:

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..durations import Duration, parse_duration
 from ..errors import RunStateError, StepMismatchError
-from .engine import Engine, StepSpec, step_specs
+from .engine import Engine
 from .model import FlowRun
 from .outcomes import CONTINUE, FAIL, RERUN, step
 from .runners.blocking import drive
+from .steps import StepSpec, step_specs
 
 if TYPE_CHECKING:
     from ..app import Runtime

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
-from ..engine import Claim, Engine, StepSpec, TickResult
+from ..engine import Claim, Engine, TickResult
 from ..model import FlowRun
+from ..steps import StepSpec
 
 _BUSY_POLL_SECONDS = 1.0
 

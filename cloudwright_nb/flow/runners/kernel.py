@@ -15,8 +15,9 @@ import traceback
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
-from ..engine import Claim, Engine, StepSpec
+from ..engine import Claim, Engine
 from ..model import FlowRun
+from ..steps import StepSpec
 from .blocking import delay_before_next_tick
 
 log = logging.getLogger("cloudwright_nb")
