@@ -98,6 +98,8 @@ class Runtime:
         self.bound_run_id: str | None = None
         # The `cloudwright` command is itself `__main__`; its name is no application's.
         self.name_from_main = True
+        # Set by the deployed function while it executes the script for one request.
+        self.request: Any = None
 
     def configure(
         self,
@@ -166,6 +168,7 @@ class Runtime:
             self.script = None
             self.bound_run_id = None
             self.name_from_main = True
+            self.request = None
 
     def _close_store(self) -> None:
         if self._store is not None:

@@ -191,6 +191,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-encrypt every record under the first key of CLOUDWRIGHT_MASTER_KEY",
     ).set_defaults(handler=_keys_rotate)
 
+    serve = commands.add_parser(
+        "serve", parents=[common], help="serve an application as an HTTP function on loopback"
+    )
+    serve.add_argument("script", type=Path, metavar="APP.py")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)"
+    )
+    serve.set_defaults(handler=_serve)
+
+    bundle = commands.add_parser(
+        "bundle", parents=[common], help="write a folder that gcloud functions deploy accepts"
+    )
+    bundle.add_argument("script", type=Path, metavar="APP.py")
+    bundle.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="DIR", help="new folder for the bundle"
+    )
+    bundle.set_defaults(handler=_bundle)
+
     firestore = commands.add_parser("firestore", parents=[common], help="prepare Firestore")
     firestore_commands = firestore.add_subparsers(
         dest="firestore_command", metavar="ACTION", required=True
@@ -511,6 +530,39 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     keys = CloudWright.master_keys()
     count = rotate_keys(CloudWright.store(), keys)
     print(f"re-encrypted {count} record(s) under master key {keys[0].fingerprint}")
+    return EXIT_OK
+
+
+# Functions.
+
+
+def _script_app(args: argparse.Namespace) -> tuple[Path, str]:
+    if not args.script.is_file():
+        raise UsageError(f"no such script: {args.script}")
+    return args.script, args.app or check_app_name(args.script.stem)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .functions.bundle import serve
+
+    script, app = _script_app(args)
+    with tempfile.TemporaryDirectory(prefix="cloudwright-serve-") as workdir:
+        return serve(script, app, args.host, args.port, Path(workdir))
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from .functions.bundle import bundle, deploy_command
+
+    script, app = _script_app(args)
+    try:
+        contents = bundle(script, app, args.output)
+    except FileExistsError as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {args.output}: {', '.join(contents)}")
+    print(f"application {app!r} is pinned in main.py; deploy it with:\n")
+    print(deploy_command(app, args.output))
     return EXIT_OK
 
 

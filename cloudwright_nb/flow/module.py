@@ -61,9 +61,16 @@ class CloudFlow:
         specs = step_specs(steps)
         interval_seconds = self._interval(interval)
         timeout_seconds = parse_duration(timeout, name="timeout") if timeout is not None else None
+        request = self._runtime.request
+        if request is not None:
+            run_id = request.run_id
         run_id = run_id or self._runtime.take_bound_run_id()
 
         engine = self.engine
+        if request is not None:
+            return self._tick_for_request(
+                request, specs, run_id, inputs, interval_seconds, timeout_seconds
+            )
         if run_id and engine.store.get_run(engine.app, run_id) is not None:
             run = engine.attach(run_id, specs)
             print(f"[{run.id}] resuming at step {run.current_step}")
@@ -85,6 +92,37 @@ class CloudFlow:
         if run.status in ("failed", "cancelled") and _called_from_main():
             raise SystemExit(1)
         return run
+
+    def _tick_for_request(
+        self,
+        request: Any,
+        specs: list[StepSpec],
+        run_id: str | None,
+        inputs: dict[str, Any] | None,
+        interval: float,
+        timeout: float | None,
+    ) -> FlowRun:
+        """Do one tick for a deployed function's request, starting the run if it names none."""
+        engine = self.engine
+        if run_id:
+            run = engine.attach(run_id, specs)
+        else:
+            run = engine.create(
+                specs,
+                inputs=self._runtime.inputs if inputs is None else inputs,
+                interval=interval,
+                timeout=timeout,
+                script=str(self._runtime.script) if self._runtime.script else None,
+            )
+            log.info("run %s started with steps %s", run.id, ", ".join(run.step_names))
+        result = engine.tick(
+            run.id,
+            {spec.name: spec for spec in specs},
+            force=request.force,
+            echo=lambda event: log.info("run %s: %s", run.id, event),
+        )
+        request.result = result
+        return result.run
 
     def _start_live(self, run: FlowRun, specs: list[StepSpec]) -> FlowRun:
         """Drive the run as a task on the running loop and return its live handle at once."""

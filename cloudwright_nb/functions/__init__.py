@@ -1,0 +1,1 @@
+"""The deployed function's entry point, `cloudwright serve`, and `cloudwright bundle`."""

@@ -1,0 +1,306 @@
+"""Applications served by Google's functions-framework on loopback, ticked over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, new_master_key, subprocess_env
+
+CLOUDWRIGHT = str(Path(sys.executable).parent / "cloudwright")
+SEED = ROOT / "examples" / "cloudflow_job.py"
+
+COUNTING_APP = """
+import os
+from cloudwright_nb import CloudWright
+
+cloudflow = CloudWright.get_module("cloudflow")
+
+def log(context):
+    with open(os.environ["STEP_LOG"], "a") as handle:
+        handle.write(f"{context.step} {context.attempt}\\n")
+
+def first(context):
+    log(context)
+    return cloudflow.CONTINUE
+
+def poll(context):
+    log(context)
+    return cloudflow.CONTINUE if context.attempt >= 5 else cloudflow.RERUN
+
+cloudflow.run(first, poll, interval="100ms")
+"""
+
+
+def post(url: str, body: object | bytes, timeout: float = 30) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def start_server(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", data=b"{bad", timeout=2)
+        except urllib.error.HTTPError:
+            return server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                output = server.stdout.read().decode() if server.stdout else ""
+                raise RuntimeError(f"the function server did not start:\n{output}") from None
+            time.sleep(0.2)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def function_env(tmp_path: Path, sqlite_url: str) -> dict[str, str]:
+    return subprocess_env(
+        CLOUDWRIGHT_STORE=sqlite_url,
+        CLOUDWRIGHT_MASTER_KEY=new_master_key(),
+        DATA_ENGINE_HOME=str(tmp_path / "jobs"),
+        GMAIL_OUTBOX=str(tmp_path / "outbox"),
+        STEP_LOG=str(tmp_path / "steps.log"),
+        CLOUDWRIGHT_INTERVAL="200ms",
+    )
+
+
+@pytest.fixture
+def serve(function_env: dict[str, str]) -> Iterator:
+    servers = []
+
+    def start(script: Path, env: dict[str, str] | None = None) -> str:
+        port = free_port()
+        command = [CLOUDWRIGHT, "serve", str(script), "--port", str(port)]
+        servers.append(start_server(command, env or function_env, port))
+        return f"http://127.0.0.1:{port}/"
+
+    yield start
+    for server in servers:
+        stop_server(server)
+
+
+def tick_until_done(url: str, run_id: str, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        status, answer = post(url, {"run_id": run_id})
+        assert status == 200, answer
+        if answer["status"] in ("succeeded", "failed", "cancelled"):
+            return answer
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.1)
+
+
+def test_seed_flow_succeeds_through_http_ticks_alone(serve, tmp_path: Path) -> None:
+    url = serve(SEED)
+
+    status, started = post(
+        url, {"inputs": {"notification_email": "you@example.com", "rows": "20000"}}
+    )
+    final = tick_until_done(url, started["run_id"])
+
+    assert status == 200
+    assert started["ran_step"] is True
+    assert started["current_step"] == "wait_completion"
+    assert final["status"] == "succeeded"
+    assert final["last_error"] is None
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+def test_seed_flow_succeeds_on_firestore(serve, function_env, firestore_url, tmp_path) -> None:
+    env = dict(
+        function_env,
+        CLOUDWRIGHT_STORE=firestore_url,
+        FIRESTORE_EMULATOR_HOST=os.environ["FIRESTORE_EMULATOR_HOST"],
+    )
+    url = serve(SEED, env)
+
+    _, started = post(url, {"inputs": {"notification_email": "you@example.com", "rows": "20000"}})
+    final = tick_until_done(url, started["run_id"])
+
+    assert final["status"] == "succeeded"
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+def test_duplicate_and_early_ticks_run_nothing_and_say_so(serve, tmp_path: Path) -> None:
+    script = tmp_path / "slow_poll.py"
+    script.write_text(COUNTING_APP.replace('interval="100ms"', 'interval="1h"'))
+    url = serve(script)
+    _, started = post(url, {})
+
+    status, early = post(url, {"run_id": started["run_id"]})
+    _, forced = post(url, {"run_id": started["run_id"], "force": True})
+
+    assert status == 200
+    assert early["ran_step"] is False
+    assert "is not due" in early["reason"]
+    assert forced["ran_step"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "must be a JSON object"),
+        (b'{"run_id": 7}', 400, "run_id must be a JSON string"),
+        (b'{"force": "yes"}', 400, "force must be a JSON boolean"),
+        (b'{"run_id": "no-such-run"}', 404, "no run 'no-such-run'"),
+    ],
+)
+def test_bad_requests_get_one_line_json(serve, tmp_path: Path, body, status, message) -> None:
+    script = tmp_path / "counting.py"
+    script.write_text(COUNTING_APP)
+    url = serve(script)
+
+    answer_status, answer = post(url, body)
+
+    assert answer_status == status
+    assert message in answer["error"]
+    assert "\n" not in answer["error"]
+
+
+def test_application_that_fails_to_import_answers_500(serve, tmp_path: Path) -> None:
+    script = tmp_path / "broken.py"
+    script.write_text("import no_such_module_here\n")
+    url = serve(script)
+
+    status, answer = post(url, {})
+
+    assert status == 500
+    assert answer == {
+        "error": "broken.py failed: ModuleNotFoundError: No module named 'no_such_module_here'"
+    }
+
+
+def test_two_servers_record_each_outcome_once(serve, tmp_path: Path) -> None:
+    script = tmp_path / "counting.py"
+    script.write_text(COUNTING_APP)
+    urls = [serve(script), serve(script)]
+    _, started = post(urls[0], {})
+    answers: list[dict] = []
+
+    def hammer(url: str) -> None:
+        for _ in range(15):
+            answers.append(post(url, {"run_id": started["run_id"], "force": True})[1])
+
+    threads = [threading.Thread(target=hammer, args=(url,)) for url in urls * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = tick_until_done(urls[1], started["run_id"])
+    executions = Counter((tmp_path / "steps.log").read_text().splitlines())
+
+    assert final["status"] == "succeeded"
+    assert executions == Counter(["first 1"] + [f"poll {n}" for n in range(1, 6)])
+    assert any(answer["ran_step"] is False for answer in answers)
+    assert all(answer["reason"] for answer in answers if answer["ran_step"] is False)
+
+
+def test_sweep_ticks_overdue_runs(serve, tmp_path: Path) -> None:
+    script = tmp_path / "counting.py"
+    script.write_text(COUNTING_APP)
+    url = serve(script)
+    _, started = post(url, {})
+    time.sleep(0.3)
+
+    status, swept = post(url, {"sweep": True})
+
+    assert status == 200
+    assert swept["swept"] == 1
+    assert swept["runs"][0]["run_id"] == started["run_id"]
+    assert swept["runs"][0]["ran_step"] is True
+
+
+def test_bundle_runs_from_a_fresh_environment(tmp_path: Path, function_env) -> None:
+    output = tmp_path / "bundle"
+    made = subprocess.run(
+        [CLOUDWRIGHT, "bundle", str(SEED), "-o", str(output)],
+        env=function_env,
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "gcloud functions deploy cloudflow-job" in made.stdout
+    assert {"main.py", "cloudflow_job.py", "requirements.txt", "cloudwright_nb"} <= {
+        path.name for path in output.iterdir()
+    }
+    requirements = (output / "requirements.txt").read_text().splitlines()
+    assert all("==" in line for line in requirements)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "-r",
+            str(output / "requirements.txt"),
+            str(ROOT / "examples" / "modules"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    port = free_port()
+    env = dict(function_env, PYTHONPATH="")
+    server = start_server(
+        [
+            python,
+            "-m",
+            "functions_framework",
+            "--target",
+            "cloudwright",
+            "--source",
+            str(output / "main.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env,
+        port,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _, started = post(
+            url, {"inputs": {"notification_email": "you@example.com", "rows": "20000"}}
+        )
+        final = tick_until_done(url, started["run_id"])
+    finally:
+        stop_server(server)
+
+    assert final["status"] == "succeeded"
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
