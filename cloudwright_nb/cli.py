@@ -548,8 +548,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .functions.bundle import serve
 
     script, app = _script_app(args)
-    with tempfile.TemporaryDirectory(prefix="cloudwright-serve-") as workdir:
-        return serve(script, app, args.host, args.port, Path(workdir))
+    # The server replaces this process, so the folder outlives it; it holds one small file.
+    serve(script, app, args.host, args.port, Path(tempfile.mkdtemp(prefix="cloudwright-serve-")))
+    return EXIT_OK
 
 
 def _bundle(args: argparse.Namespace) -> int:

@@ -304,3 +304,71 @@ def test_bundle_runs_from_a_fresh_environment(tmp_path: Path, function_env) -> N
 
     assert final["status"] == "succeeded"
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+LOCAL_SIDE = """
+import sys
+from cloudwright_nb import CloudWright
+
+cloudflow = CloudWright.get_module("cloudflow")
+
+# Only the names matter here: the function executes the steps.
+def first(context): ...
+def poll(context): ...
+
+run = cloudflow.run(first, poll, remote=sys.argv[1])
+print("final:", run.status)
+"""
+
+
+def test_remote_dispatch_from_a_script(serve, function_env, tmp_path: Path) -> None:
+    app = tmp_path / "counting.py"
+    app.write_text(COUNTING_APP)
+    url = serve(app)
+    local = tmp_path / "local_side.py"
+    local.write_text(LOCAL_SIDE)
+
+    result = subprocess.run(
+        [sys.executable, str(local), url],
+        env=dict(function_env, CLOUDWRIGHT_APP="counting"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "run dispatched to" in result.stdout
+    assert result.stdout.rstrip().endswith("final: succeeded")
+    executions = Counter((tmp_path / "steps.log").read_text().splitlines())
+    assert executions == Counter(["first 1"] + [f"poll {n}" for n in range(1, 6)])
+
+
+def test_remote_dispatch_retries_until_the_server_is_back(function_env, tmp_path: Path) -> None:
+    app = tmp_path / "counting.py"
+    app.write_text(COUNTING_APP.replace('interval="100ms"', 'interval="1s"'))
+    local = tmp_path / "local_side.py"
+    local.write_text(LOCAL_SIDE)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    command = [CLOUDWRIGHT, "serve", str(app), "--port", str(port)]
+    server = start_server(command, function_env, port)
+    side = subprocess.Popen(
+        [sys.executable, str(local), url],
+        env=dict(function_env, CLOUDWRIGHT_APP="counting"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    stop_server(server)
+    time.sleep(3)
+    server = start_server(command, function_env, port)
+    try:
+        stdout, stderr = side.communicate(timeout=120)
+    finally:
+        stop_server(server)
+
+    assert side.returncode == 0, stderr
+    assert f"cannot reach {url}" in stdout
+    assert "retrying in" in stdout
+    assert stdout.rstrip().endswith("final: succeeded")

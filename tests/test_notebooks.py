@@ -32,6 +32,7 @@ def notebook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DATA_ENGINE_HOME", str(tmp_path / "jobs"))
     monkeypatch.setenv("GMAIL_OUTBOX", str(tmp_path / "outbox"))
     monkeypatch.setenv("LONG_JOB_SECONDS", "3")
+    monkeypatch.setenv("CLOUDWRIGHT_EXAMPLES", str(ROOT / "examples"))
     return tmp_path
 
 
@@ -75,4 +76,5 @@ def test_every_notebook_is_tested() -> None:
         "quickstart.ipynb",
         "long_running_job.ipynb",
         "state_browser.ipynb",
+        "remote_dispatch.ipynb",
     }

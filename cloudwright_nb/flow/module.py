@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..durations import Duration, parse_duration
-from ..errors import RunStateError, StepMismatchError
+from ..errors import ConfigurationError, RunNotFoundError, RunStateError, StepMismatchError
 from .engine import Engine
 from .model import FlowRun
 from .outcomes import CONTINUE, FAIL, RERUN, step
@@ -52,11 +52,14 @@ class CloudFlow:
         run_id: str | None = None,
         inputs: dict[str, Any] | None = None,
         timeout: Duration | None = None,
+        remote: str | None = None,
     ) -> FlowRun:
         """Start a run of `steps` (or attach to run `run_id`) and drive it to its end.
 
-        Returns the ended run. Called from a script run as `__main__`, a failed or cancelled
-        run exits the process with status 1.
+        Returns the ended run; in a running event loop (a notebook), a live handle at once.
+        With `remote`, the function at that URL executes every tick and this side follows the
+        run through the shared store. Called from a script run as `__main__`, a failed or
+        cancelled run exits the process with status 1.
         """
         specs = step_specs(steps)
         interval_seconds = self._interval(interval)
@@ -71,6 +74,8 @@ class CloudFlow:
             return self._tick_for_request(
                 request, specs, run_id, inputs, interval_seconds, timeout_seconds
             )
+        if remote:
+            return self._run_remote(remote, specs, run_id, inputs)
         if run_id and engine.store.get_run(engine.app, run_id) is not None:
             run = engine.attach(run_id, specs)
             print(f"[{run.id}] resuming at step {run.current_step}")
@@ -123,6 +128,50 @@ class CloudFlow:
         )
         request.result = result
         return result.run
+
+    def _run_remote(
+        self, url: str, specs: list[StepSpec], run_id: str | None, inputs: dict[str, Any] | None
+    ) -> FlowRun:
+        """Have the function at `url` start (or tick) the run, then follow it to its end."""
+        import asyncio
+
+        from .runners.remote import dispatch, start_remote
+
+        answer = start_remote(url, dict(self._runtime.inputs if inputs is None else inputs), run_id)
+        try:
+            run = self.engine.get(answer["run_id"])
+        except RunNotFoundError:
+            raise ConfigurationError(
+                f"the function at {url} started run {answer['run_id']} in another store than "
+                f"{self.engine.store.url}; give this side the function's CLOUDWRIGHT_STORE and "
+                "master key"
+            ) from None
+        names = [spec.name for spec in specs]
+        if names != run.step_names:
+            raise StepMismatchError(
+                f"the function at {url} runs the steps [{', '.join(run.step_names)}], "
+                f"not [{', '.join(names)}]"
+            )
+        print(f"[{run.id}] run dispatched to {url}")
+
+        if _running_loop() is not None:
+            from .runners.kernel import KernelRunner, LiveRun
+
+            live = LiveRun(run, self.engine, {spec.name: spec for spec in specs})
+            KernelRunner.shared().start_remote(live, url)
+            if "ipykernel" in sys.modules:
+                from ..notebook.panel import show_panel
+
+                show_panel(live)
+            return live
+
+        def report(snapshot: FlowRun, problem: str | None) -> None:
+            if problem:
+                print(f"[{snapshot.id}] {problem}")
+
+        ended = asyncio.run(dispatch(url, run.id, lambda: self.engine.get(run.id), report))
+        print(f"[{run.id}] run {ended.status}")
+        return ended
 
     def _start_live(self, run: FlowRun, specs: list[StepSpec]) -> FlowRun:
         """Drive the run as a task on the running loop and return its live handle at once."""

@@ -6,9 +6,9 @@ served application runs exactly as the deployed one does.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -41,8 +41,12 @@ def entry_module(script: str, app: str, command: str) -> str:
     return _ENTRY_MODULE.format(target=ENTRY_POINT, script=script, app=app, command=command)
 
 
-def serve(script: Path, app: str, host: str, port: int, workdir: Path) -> int:
-    """Serve `script` with functions-framework until interrupted; return its exit status."""
+def serve(script: Path, app: str, host: str, port: int, workdir: Path) -> None:
+    """Replace this process with functions-framework serving `script`.
+
+    Replacing rather than starting a child lets a signal sent to `cloudwright serve` reach the
+    server itself.
+    """
     source = workdir / "main.py"
     source.write_text(entry_module(repr(str(script.resolve())), app, "serve"))
     command = [
@@ -58,8 +62,9 @@ def serve(script: Path, app: str, host: str, port: int, workdir: Path) -> int:
         "--port",
         str(port),
     ]
-    print(f"serving {script.name} as application {app!r} on http://{host}:{port}/")
-    return subprocess.call(command)
+    print(f"serving {script.name} as application {app!r} on http://{host}:{port}/", flush=True)
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 def bundle(script: Path, app: str, output: Path) -> list[str]:

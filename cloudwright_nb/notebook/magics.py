@@ -67,6 +67,11 @@ def _cloudflow_parser() -> _Parser:
         metavar="KEY=VALUE",
         help="an application input; repeat for several",
     )
+    run.add_argument(
+        "--remote",
+        metavar="URL",
+        help="have the function at URL execute the ticks (cloudwright serve, or deployed)",
+    )
     status = commands.add_parser("status", parents=[common], help="show a run (default: latest)")
     status.add_argument("run_id", nargs="?", metavar="RUN_ID")
     listing = commands.add_parser("list", parents=[common], help="list runs, newest first")
@@ -156,7 +161,11 @@ class CloudWrightMagics(Magics):
             functions = [self._step(name) for name in args.steps]
             inputs = parse_inputs(args.input) if args.input else None
             return cloudflow.run(
-                *functions, interval=args.interval, run_id=args.run_id, inputs=inputs
+                *functions,
+                interval=args.interval,
+                run_id=args.run_id,
+                inputs=inputs,
+                remote=args.remote,
             )
         if args.command == "status":
             cli._status(argparse.Namespace(run_id=args.run_id or self._latest_run_id()))

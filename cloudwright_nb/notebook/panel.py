@@ -167,6 +167,9 @@ def _render_body(run: FlowRun, summary: str) -> str:
     countdown = _countdown(run)
     if countdown:
         parts.append(f'<div class="cw-next">{countdown}</div>')
+    dispatch_error = getattr(run, "dispatch_error", None)
+    if dispatch_error:
+        parts.append(f'<div class="cw-dispatch-error">{html.escape(dispatch_error)}</div>')
     runner_error = getattr(run, "runner_error", None)
     if run.error or runner_error:
         error = run.error or {"step": run.current_step, "message": "the runner stopped"}

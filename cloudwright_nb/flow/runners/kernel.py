@@ -38,6 +38,8 @@ class LiveRun(FlowRun):
         self.engine = engine
         self.step_specs = dict(steps)
         self.runner_error: str | None = None
+        # The latest failed tick request of a run dispatched to a function, until one succeeds.
+        self.dispatch_error: str | None = None
         self._task: asyncio.Task[FlowRun] | None = None
         self._listeners: list[Listener] = []
         self._wake = asyncio.Event()
@@ -139,6 +141,31 @@ class KernelRunner:
         task.add_done_callback(self._tasks.discard)
         live._task = task
         return live
+
+    def start_remote(self, live: LiveRun, url: str) -> LiveRun:
+        """Follow `live` while a function at `url` executes its ticks."""
+        task = asyncio.get_running_loop().create_task(
+            self._dispatch(live, url), name=f"cloudflow run {live.id} at {url}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        live._task = task
+        return live
+
+    async def _dispatch(self, live: LiveRun, url: str) -> FlowRun:
+        from .remote import dispatch
+
+        def changed(run: FlowRun, problem: str | None) -> None:
+            live.dispatch_error = problem
+            live.update(run)
+
+        try:
+            return await dispatch(url, live.id, lambda: live.engine.get(live.id), changed)
+        except Exception as error:
+            live.runner_error = "".join(traceback.format_exception(error))
+            log.error("dispatching run %s to %s stopped: %s", live.id, url, error)
+            live._notify()
+            raise
 
     async def _drive(self, live: LiveRun) -> FlowRun:
         engine = live.engine
