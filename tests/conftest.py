@@ -185,3 +185,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def function_env(tmp_path: Path, sqlite_url: str) -> dict[str, str]:
+    """The environment of a function server: its store, key, stand-in folders and step log."""
+    return subprocess_env(
+        CLOUDWRIGHT_STORE=sqlite_url,
+        CLOUDWRIGHT_MASTER_KEY=new_master_key(),
+        DATA_ENGINE_HOME=str(tmp_path / "jobs"),
+        GMAIL_OUTBOX=str(tmp_path / "outbox"),
+        STEP_LOG=str(tmp_path / "steps.log"),
+        CLOUDWRIGHT_INTERVAL="200ms",
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, new_master_key, subprocess_env
+from conftest import ROOT, free_port
 
 CLOUDWRIGHT = str(Path(sys.executable).parent / "cloudwright")
 SEED = ROOT / "examples" / "cloudflow_job.py"
@@ -79,18 +79,6 @@ def stop_server(server: subprocess.Popen) -> None:
         server.wait(10)
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def function_env(tmp_path: Path, sqlite_url: str) -> dict[str, str]:
-    return subprocess_env(
-        CLOUDWRIGHT_STORE=sqlite_url,
-        CLOUDWRIGHT_MASTER_KEY=new_master_key(),
-        DATA_ENGINE_HOME=str(tmp_path / "jobs"),
-        GMAIL_OUTBOX=str(tmp_path / "outbox"),
-        STEP_LOG=str(tmp_path / "steps.log"),
-        CLOUDWRIGHT_INTERVAL="200ms",
-    )
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from typing import Any
 from ..app import CloudWright
 from ..errors import CloudWrightError, RunNotFoundError
 from ..flow.engine import TickResult
+from .tasks import schedule_next_tick
 
 log = logging.getLogger("cloudwright_nb")
 
@@ -123,7 +124,15 @@ class Application:
                 "ran_step": False,
                 "reason": f"{self.script.name} did not call cloudflow.run",
             }, 200
-        return answer(request.result), 200
+        document = answer(request.result)
+        try:
+            document["next_task"] = schedule_next_tick(request.result.run)
+        except Exception as error:
+            # Failing makes Cloud Tasks deliver this request again; that retry finds the run
+            # not due, runs no step, and tries the scheduling again.
+            log.error("run %s: scheduling the next tick failed: %s", request.result.run.id, error)
+            return {"error": f"cannot schedule the next tick: {error}", **document}, 500
+        return document, 200
 
     def execute(self) -> str | None:
         """Execute the script as `__main__`; return a one-line error if it failed."""
