@@ -1,9 +1,14 @@
-"""Fixtures for browser tests: one Jupyter server and one headless chromium per session.
+"""Fixtures for browser tests: one Jupyter server and one headless chromium for this package.
 
 The server runs JupyterLab 4 and Notebook 7 on one loopback port without authentication, with
 its configuration, data, runtime and IPython folders in a temporary folder, so the user's
 Jupyter setup is neither read nor changed. Its only kernel runs this test run's Python.
 Playwright drives Debian's chromium (`make chromium` installs it) and never downloads a browser.
+
+Both fixtures are package-scoped, so they stop once the last browser test has run. While it is
+open, Playwright's sync API keeps an asyncio loop marked as running in the main thread. The rest
+of the suite must not see that loop, because `asyncio.run()` raises there and CloudFlow would
+schedule runs on it, where they never run.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from jupyter_ui import JupyterServer
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+
+from .jupyter_ui import JupyterServer, save_screenshot
 
 CHROMIUM = Path("/usr/bin/chromium")
-# The background-networking flags stop chromium's own calls to Google services, which this
-# machine's closed network refuses; the tests reach only the Jupyter server on 127.0.0.1.
+# The background-networking flags stop chromium's own calls to Google services, which a closed
+# network refuses. The tests reach only the Jupyter server on 127.0.0.1.
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -47,19 +53,29 @@ SERVER_START_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 30.0
 # Playwright's default wait for each action and locator, in milliseconds.
 PAGE_TIMEOUT_MS = 30_000
+CALL_FAILED = pytest.StashKey[bool]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test in this folder `browser`, so `pytest -m "not browser"` leaves them out."""
-    here = Path(__file__).parent
+    browser_tests = Path(__file__).parent
     for item in items:
-        if here in item.path.parents:
+        if browser_tests in item.path.parents:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Record on the test item whether its body failed, for the `page` fixture's teardown."""
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+@pytest.fixture(scope="package")
 def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
-    """Start `jupyter lab` on a free loopback port; stop it and its kernels after the session."""
+    """Start `jupyter lab` on a free loopback port, and stop it and its kernels afterwards."""
     base = tmp_path_factory.mktemp("jupyter")
     root_dir = base / "root"
     config_dir = base / "config"
@@ -68,7 +84,8 @@ def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jupyter
     _install_kernelspec(data_dir)
     _write_config(config_dir)
 
-    url = f"http://127.0.0.1:{_free_port()}"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
     log_path = base / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -78,9 +95,9 @@ def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jupyter
                 "jupyterlab",
                 "--no-browser",
                 "--ServerApp.ip=127.0.0.1",
-                f"--ServerApp.port={url.rsplit(':', 1)[1]}",
+                f"--ServerApp.port={port}",
                 "--ServerApp.port_retries=0",
-                # jupyter_server 2 reads the token from IdentityProvider.token; ServerApp.token
+                # jupyter_server 2 reads the token from IdentityProvider.token. ServerApp.token
                 # still works but logs a deprecation warning.
                 "--IdentityProvider.token=",
                 "--ServerApp.password=",
@@ -106,7 +123,7 @@ def jupyter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jupyter
         _stop_server(process)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     """Launch Debian's chromium headless through Playwright.
 
@@ -125,17 +142,20 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, jupyter_server: JupyterServer) -> Iterator[Page]:
-    """Open a fresh browser context and page; afterwards shut down the kernels it started.
+def page(
+    request: pytest.FixtureRequest, browser: Browser, jupyter_server: JupyterServer
+) -> Iterator[Page]:
+    """Open a fresh browser context and page, and shut down the kernels it started afterwards.
 
-    Requests to any address other than the Jupyter server are aborted, and the test errors in
-    teardown if the page made any.
+    When the test fails, the page is saved as test-artifacts/failed-TEST.png. Requests to any
+    address other than the Jupyter server are aborted. If the page made any, the test errors in
+    teardown with their URLs.
     """
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(PAGE_TIMEOUT_MS)
     other_hosts: list[str] = []
 
-    def abort(route) -> None:
+    def abort(route: Route) -> None:
         other_hosts.append(route.request.url)
         route.abort()
 
@@ -143,9 +163,11 @@ def page(browser: Browser, jupyter_server: JupyterServer) -> Iterator[Page]:
     page = context.new_page()
     yield page
 
+    if request.node.stash.get(CALL_FAILED, False):
+        save_screenshot(page, "failed-" + re.sub(r"[^\w.-]+", "-", request.node.name))
     context.close()
     jupyter_server.shutdown_kernels()
-    assert other_hosts == [], f"the page sent requests to hosts other than {jupyter_server.url}"
+    assert other_hosts == [], f"the page requested hosts other than {jupyter_server.url}"
 
 
 def _free_port() -> int:
@@ -184,7 +206,7 @@ def _write_config(config_dir: Path) -> None:
     config_dir.mkdir()
     (config_dir / "jupyter_server_config.json").write_text(json.dumps(server_config, indent=1))
 
-    # The announcements plugin asks, in a toast over the page, whether to fetch news.
+    # The announcements plugin shows a toast over the page that offers to fetch news.
     page_config = {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
     (config_dir / "labconfig").mkdir()
     (config_dir / "labconfig" / "page_config.json").write_text(json.dumps(page_config))
@@ -217,8 +239,8 @@ def _wait_until_answering(process: subprocess.Popen, url: str, log_path: Path) -
     while True:
         if process.poll() is not None:
             raise RuntimeError(
-                f"jupyter lab exited with code {process.returncode} before answering at {url}; "
-                f"its log:\n{log_path.read_text()}"
+                f"jupyter lab exited with code {process.returncode} before answering at {url}. "
+                f"Its log:\n{log_path.read_text()}"
             )
         try:
             with urllib.request.urlopen(f"{url}/api/status", timeout=2):
@@ -226,14 +248,14 @@ def _wait_until_answering(process: subprocess.Popen, url: str, log_path: Path) -
         except (urllib.error.URLError, ConnectionError):
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"jupyter lab did not answer at {url} within {SERVER_START_TIMEOUT} s; "
-                    f"its log:\n{log_path.read_text()}"
+                    f"jupyter lab timed out: no answer at {url} within {SERVER_START_TIMEOUT} s. "
+                    f"Its log:\n{log_path.read_text()}"
                 ) from None
             time.sleep(0.2)
 
 
 def _stop_server(process: subprocess.Popen) -> None:
-    """Stop the server with SIGTERM, which shuts down its kernels; kill what outlives it.
+    """Stop the server with SIGTERM, which shuts down its kernels, and kill what outlives it.
 
     Kernels run in sessions of their own, so they are found as the server's child processes
     before it stops and killed by process id if they are still running afterwards.

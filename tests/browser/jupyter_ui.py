@@ -1,6 +1,6 @@
 """Drive JupyterLab 4 and Notebook 7 pages from browser tests.
 
-The fixtures in conftest.py start the server and the browser; these helpers open a notebook,
+The fixtures in conftest.py start the server and the browser. These helpers open a notebook,
 run it through the UI and save screenshots. Both UIs are JupyterLab front ends, so the same
 CSS classes (`.jp-Notebook`, `.jp-InputPrompt`, `.jp-Notebook-ExecutionIndicator`) and the
 same "Run All Cells" command exist in each.
@@ -26,8 +26,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 Ui = Literal["lab", "notebook"]
 
-# Starting a kernel takes a few seconds on a 2-core machine; the first page load of JupyterLab
-# parses several megabytes of JavaScript. Both limits leave wide room over that.
+# Both limits are generous estimates, not measured bounds. Starting a kernel takes a few seconds
+# on a 2-core machine, and the first page load of JupyterLab parses megabytes of JavaScript.
 KERNEL_START_TIMEOUT_MS = 60_000
 RUN_ALL_TIMEOUT_MS = 120_000
 
@@ -42,16 +42,16 @@ class JupyterServer:
     kernel_display_name: str
 
     def api(self, path: str, method: str = "GET") -> Any:
-        """Send a REST request to the server; return the decoded JSON body, or None if empty.
+        """Send a REST request and return the decoded JSON body, or None for an empty body.
 
         Requests other than GET need the `_xsrf` cookie and header that a browser would send,
-        so the cookie is fetched first from the server's login page.
+        so the cookie is fetched first from the JupyterLab page, which sets it.
         """
         cookies = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
         headers = {}
         if method != "GET":
-            with opener.open(f"{self.url}/login", timeout=10):
+            with opener.open(f"{self.url}/lab", timeout=10):
                 pass
             xsrf = next(cookie.value for cookie in cookies if cookie.name == "_xsrf")
             headers["X-XSRFToken"] = xsrf
@@ -67,7 +67,7 @@ class JupyterServer:
 
 
 def write_notebook(path: Path, *sources: str) -> Path:
-    """Write a notebook with one code cell per source string to `path`; return `path`."""
+    """Write a notebook with one code cell per source string to `path`, and return `path`."""
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
     nbformat.write(notebook, path)
@@ -101,14 +101,28 @@ def open_notebook(page: Page, server: JupyterServer, notebook: Path, ui: Ui = "l
     else:
         raise ValueError(f"invalid ui {ui!r}: use 'lab' or 'notebook'")
 
-    wait_for_kernel_idle(page)
+    wait_for_kernel_idle(page, server.kernel_display_name)
 
 
-def wait_for_kernel_idle(page: Page, timeout_ms: float = KERNEL_START_TIMEOUT_MS) -> None:
-    """Wait until the open notebook's toolbar shows its kernel as connected and idle."""
-    page.locator(".jp-Notebook").first.wait_for(state="visible", timeout=timeout_ms)
-    page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first.wait_for(
-        state="attached", timeout=timeout_ms
+def wait_for_kernel_idle(
+    page: Page, kernel_display_name: str, timeout_ms: float = KERNEL_START_TIMEOUT_MS
+) -> None:
+    """Wait until the open notebook's toolbar shows the kernel `kernel_display_name` as idle.
+
+    The status indicator reads "idle" before any kernel is attached too, while the kernel name
+    reads "No Kernel", so both are checked in one step. A kernel is then attached, has passed
+    through starting and connecting, and has reported its status.
+    """
+    page.wait_for_function(
+        """(name) => {
+            const kernel = document.querySelector('.jp-Toolbar-kernelName');
+            const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+            return kernel !== null && status !== null
+                && kernel.textContent.trim() === name
+                && status.getAttribute('data-status') === 'idle';
+        }""",
+        arg=kernel_display_name,
+        timeout=timeout_ms,
     )
 
 
@@ -122,7 +136,7 @@ def run_all(page: Page, timeout_ms: float = RUN_ALL_TIMEOUT_MS) -> None:
     before = max(_execution_counts(page), default=0)
 
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator('.lm-Menu-item[data-command="notebook:run-all-cells"]').click()
+    page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
 
     # Until the first cell is queued the prompts still show the previous state, so wait for
     # the run to start (a "[*]" prompt) or to have finished already before waiting for its end.
@@ -150,12 +164,12 @@ def run_all(page: Page, timeout_ms: float = RUN_ALL_TIMEOUT_MS) -> None:
         )
         raise AssertionError(
             f"Run All Cells stopped before every cell ran ({len(counts)} of {cells} code cells "
-            f"have an execution count); stderr outputs: {stderr.all_inner_texts()}"
+            f"have an execution count). Stderr outputs: {stderr.all_inner_texts()}"
         )
 
 
 def save_screenshot(page: Page, name: str) -> Path:
-    """Save a PNG of the page's viewport as test-artifacts/NAME.png; return its path."""
+    """Save a PNG of the page's viewport as test-artifacts/NAME.png and return its path."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=path)

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from jupyter_ui import JupyterServer, open_notebook, run_all, save_screenshot, write_notebook
 from playwright.sync_api import Page, expect
+
+from .jupyter_ui import JupyterServer, open_notebook, run_all, save_screenshot, write_notebook
 
 UIS = ["lab", "notebook"]
 
@@ -21,7 +22,7 @@ SHOW_WIDGETS = """\
 import asyncio
 import ipywidgets as widgets
 
-progress = widgets.IntProgress(value=0, max=1000, description="ticks")
+progress = widgets.IntProgress(value=0, max=50, description="ticks")
 progress.add_class("cw-tick-progress")
 label = widgets.Label(value="tick 0")
 label.add_class("cw-tick-label")
@@ -34,7 +35,7 @@ async def tick(count, interval):
     for n in range(1, count + 1):
         await asyncio.sleep(interval)
         label.value = f"tick {n}"
-        progress.value = n
+        progress.value = min(n, progress.max)
 
 ticker = asyncio.get_running_loop().create_task(tick(count=600, interval=0.2))
 """
@@ -71,7 +72,7 @@ def test_label_updates_from_loop_task(
     expect(label).to_have_text(re.compile(r"^tick \d+$"))
     first = tick_number(page)
 
-    # No cell runs from here on: the updates come from the task on the kernel's loop alone.
+    # No cell runs from here on, so the updates come from the task on the kernel's loop alone.
     page.wait_for_function(
         """(first) => {
             const text = document.querySelector('.cw-tick-label').textContent.trim();
