@@ -30,6 +30,16 @@ log = logging.getLogger("cloudwright_nb")
 MIN_UPDATE_SECONDS = 0.5
 OUTPUT_LINES_SHOWN = 8
 _BAR_STYLES = {"succeeded": "success", "failed": "danger", "cancelled": "warning"}
+_COLUMNS = ("step", "state", "checks", "time")
+_CELL = ' style="padding:2px 14px 2px 0"'
+_COLORS = {
+    "done": "#2e7d32",
+    "succeeded": "#2e7d32",
+    "running": "#1565c0",
+    "waiting": "#ef6c00",
+    "failed": "#c62828",
+    "cancelled": "#757575",
+}
 
 
 class RunPanel(widgets.VBox):
@@ -149,18 +159,22 @@ def _render_body(run: FlowRun, summary: str) -> str:
     rows = []
     for index, step in enumerate(run.steps):
         state = step.status
+        marker = "▶ " if index == run.step_index and not run.done else ""
         rows.append(
             f'<tr class="cw-step" data-step="{html.escape(step.name)}" data-state="{state}">'
-            f"<td>{index + 1}. {html.escape(step.name)}</td>"
-            f'<td class="cw-state">{state}</td>'
-            f"<td>{step.checks}</td>"
-            f"<td>{time_spent(step.seconds_spent)}</td></tr>"
+            f"<td{_CELL}>{marker}{index + 1}. {html.escape(step.name)}</td>"
+            f'<td class="cw-state"{_CELL}><span style="color:{_COLORS.get(state, "inherit")}">'
+            f"{state}</span></td>"
+            f'<td{_CELL} align="right">{step.checks}</td>'
+            f'<td{_CELL} align="right">{time_spent(step.seconds_spent)}</td></tr>'
         )
+    header = "".join(f'<th{_CELL} align="left">{name}</th>' for name in _COLUMNS)
     parts = [
         f'<div class="cw-run" data-status="{run.status}" title="{html.escape(summary)}">',
         f'<div class="cw-header"><b>run {html.escape(run.id)}</b> · '
-        f'<span class="cw-status">{html.escape(status)}</span></div>',
-        '<table class="cw-steps"><tr><th>step</th><th>state</th><th>checks</th><th>time</th></tr>',
+        f'<span class="cw-status" style="color:{_COLORS.get(run.status, "inherit")}">'
+        f"{html.escape(status)}</span></div>",
+        f'<table class="cw-steps" style="border-collapse:collapse"><tr>{header}</tr>',
         *rows,
         "</table>",
     ]

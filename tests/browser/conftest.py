@@ -211,6 +211,12 @@ def _write_config(config_dir: Path) -> None:
     (config_dir / "labconfig").mkdir()
     (config_dir / "labconfig" / "page_config.json").write_text(json.dumps(page_config))
 
+    # Notebooks render only the cells near the viewport by default, so the prompts of cells
+    # scrolled away would be missing from the page; render every cell.
+    tracker = config_dir / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+
 
 def _server_environment(base: Path, config_dir: Path, data_dir: Path) -> dict[str, str]:
     """Return the environment of the server and so of its kernels, isolated under `base`."""
