@@ -9,7 +9,7 @@ import pytest
 
 from conftest import PYTHON, ROOT, subprocess_env
 
-RATIO = re.compile(r"^ratio (?P<what>.+): (?P<value>\S+)x$", re.MULTILINE)
+RATIO = re.compile(r"^ratio (?P<comparison>.+): (?P<value>\S+)x$", re.MULTILINE)
 
 EXPECTED_RATIOS = {
     "state_bench.py": [
@@ -37,7 +37,7 @@ def test_benchmark_prints_ratios(script: str) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    ratios = {match["what"]: match["value"] for match in RATIO.finditer(result.stdout)}
+    ratios = {match["comparison"]: match["value"] for match in RATIO.finditer(result.stdout)}
     assert sorted(ratios) == sorted(EXPECTED_RATIOS[script]), result.stdout
-    for what, value in ratios.items():
-        assert float(value) > 0, f"{what}: {value}"
+    for comparison, value in ratios.items():
+        assert float(value) > 0, f"{comparison}: {value}"
