@@ -165,3 +165,26 @@ def test_waits_beyond_the_horizon_are_bridged(function_env, tasks_emulator, tmp_
     assert bridge_time < time.time()
     assert executions == Counter(["first 1", "poll 1", "poll 2"])
     assert final["status"] == "succeeded"
+
+
+def test_sweep_picks_up_a_run_whose_task_was_lost(function_env, tasks_emulator, tmp_path):
+    script = tmp_path / "counting.py"
+    script.write_text(COUNTING_APP.replace('interval="100ms"', 'interval="2s"'))
+    server, url = start_detached(function_env, tasks_emulator, script)
+    client = tasks_client(tasks_emulator)
+    try:
+        _, started = post(url, {})
+        # The emulator has no DeleteTask; purging the queue loses the task just the same.
+        client.purge_queue(name=QUEUE)
+        time.sleep(2.5)
+        before = Counter((tmp_path / "steps.log").read_text().splitlines())
+        _, swept = post(url, {"sweep": True})
+        after = Counter((tmp_path / "steps.log").read_text().splitlines())
+    finally:
+        stop_server(server)
+        client.purge_queue(name=QUEUE)
+
+    assert before == Counter(["first 1", "poll 1"])
+    assert swept["swept"] == 1
+    assert swept["runs"][0]["ran_step"] is True
+    assert after == Counter(["first 1", "poll 1", "poll 2"])

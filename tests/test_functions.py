@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, new_master_key, subprocess_env
 
 CLOUDWRIGHT = str(Path(sys.executable).parent / "cloudwright")
 SEED = ROOT / "examples" / "cloudflow_job.py"
@@ -228,23 +228,20 @@ def test_sweep_ticks_overdue_runs(serve, tmp_path: Path) -> None:
     assert swept["runs"][0]["ran_step"] is True
 
 
-def test_bundle_runs_from_a_fresh_environment(tmp_path: Path, function_env) -> None:
-    output = tmp_path / "bundle"
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A bundle of the seed script, a fresh venv built from its requirements, and the deploy
+    command that `cloudwright bundle` printed."""
+    base = tmp_path_factory.mktemp("bundle")
+    output = base / "bundle"
     made = subprocess.run(
         [CLOUDWRIGHT, "bundle", str(SEED), "-o", str(output)],
-        env=function_env,
+        env=subprocess_env(CLOUDWRIGHT_MASTER_KEY=new_master_key()),
         capture_output=True,
         text=True,
     )
     assert made.returncode == 0, made.stderr
-    assert "gcloud functions deploy cloudflow-job" in made.stdout
-    assert {"main.py", "cloudflow_job.py", "requirements.txt", "cloudwright_nb"} <= {
-        path.name for path in output.iterdir()
-    }
-    requirements = (output / "requirements.txt").read_text().splitlines()
-    assert all("==" in line for line in requirements)
-
-    venv = tmp_path / "venv"
+    venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     install = subprocess.run(
@@ -262,8 +259,31 @@ def test_bundle_runs_from_a_fresh_environment(tmp_path: Path, function_env) -> N
         text=True,
     )
     assert install.returncode == 0, install.stderr[-2000:]
-    port = free_port()
+    return output, python, made.stdout
+
+
+def test_bundle_holds_what_a_deploy_needs(bundled) -> None:
+    output, _, printed = bundled
+
+    assert "gcloud functions deploy cloudflow-job" in printed
+    assert "--entry-point=cloudwright" in printed
+    assert "--set-secrets=CLOUDWRIGHT_MASTER_KEY=" in printed
+    assert {"main.py", "cloudflow_job.py", "requirements.txt", "cloudwright_nb"} <= {
+        path.name for path in output.iterdir()
+    }
+    requirements = (output / "requirements.txt").read_text().splitlines()
+    assert all("==" in line for line in requirements)
+    assert "app='cloudflow_job'" in (output / "main.py").read_text()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "firestore"])
+def test_bundle_runs_from_a_fresh_environment(bundled, function_env, tmp_path, store, request):
+    output, python, _ = bundled
     env = dict(function_env, PYTHONPATH="")
+    if store == "firestore":
+        env["CLOUDWRIGHT_STORE"] = request.getfixturevalue("firestore_url")
+        env["FIRESTORE_EMULATOR_HOST"] = os.environ["FIRESTORE_EMULATOR_HOST"]
+    port = free_port()
     server = start_server(
         [
             python,
@@ -283,15 +303,50 @@ def test_bundle_runs_from_a_fresh_environment(tmp_path: Path, function_env) -> N
     )
     try:
         url = f"http://127.0.0.1:{port}/"
-        _, started = post(
-            url, {"inputs": {"notification_email": "you@example.com", "rows": "20000"}}
-        )
+        inputs = {"notification_email": "you@example.com", "rows": "20000"}
+        _, started = post(url, {"inputs": inputs})
         final = tick_until_done(url, started["run_id"])
     finally:
         stop_server(server)
 
     assert final["status"] == "succeeded"
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+SLOW_SECOND_CHECK = """
+import os, time
+from cloudwright_nb import CloudWright
+
+cloudflow = CloudWright.get_module("cloudflow")
+
+def poll(context):
+    with open(os.environ["STEP_LOG"], "a") as handle:
+        handle.write(f"poll {context.attempt}\\n")
+    if context.attempt == 2:
+        time.sleep(3)
+    return cloudflow.CONTINUE if context.attempt >= 3 else cloudflow.RERUN
+
+cloudflow.run(poll, interval="2s")
+"""
+
+
+def test_retry_after_a_client_timeout_runs_no_step(serve, tmp_path: Path) -> None:
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_SECOND_CHECK)
+    url = serve(script)
+    _, started = post(url, {})
+    time.sleep(2.2)
+
+    with pytest.raises((TimeoutError, urllib.error.URLError)):
+        post(url, {"run_id": started["run_id"]}, timeout=1)
+    _, retried = post(url, {"run_id": started["run_id"]})
+    final = tick_until_done(url, started["run_id"], seconds=30)
+    executions = Counter((tmp_path / "steps.log").read_text().splitlines())
+
+    assert retried["ran_step"] is False
+    assert "is not due" in retried["reason"]
+    assert executions == Counter(["poll 1", "poll 2", "poll 3"])
+    assert final["status"] == "succeeded"
 
 
 LOCAL_SIDE = """
