@@ -415,3 +415,39 @@ def test_remote_dispatch_retries_until_the_server_is_back(function_env, tmp_path
     assert f"cannot reach {url}" in stdout
     assert "retrying in" in stdout
     assert stdout.rstrip().endswith("final: succeeded")
+
+
+def test_deployed_logs_carry_the_run_and_step(function_env, tmp_path: Path) -> None:
+    script = tmp_path / "chatty.py"
+    script.write_text(
+        "from cloudwright_nb import CloudWright\n"
+        "cloudflow = CloudWright.get_module('cloudflow')\n"
+        "def greet(context):\n"
+        "    print('hello from greet')\n"
+        "    return cloudflow.CONTINUE\n"
+        "cloudflow.run(greet)\n"
+    )
+    port = free_port()
+    server = start_server(
+        [CLOUDWRIGHT, "serve", str(script), "--port", str(port)], function_env, port
+    )
+    try:
+        _, answer = post(f"http://127.0.0.1:{port}/", {})
+    finally:
+        stop_server(server)
+    lines = server.stdout.read().decode().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+
+    printed = [entry for entry in entries if entry["message"] == "hello from greet"]
+    assert printed == [
+        {
+            "severity": "INFO",
+            "message": "hello from greet",
+            "logging.googleapis.com/labels": {"run_id": answer["run_id"], "step": "greet"},
+        }
+    ]
+    assert "hello from greet" not in [line for line in lines if not line.startswith("{")]
+    assert any(
+        entry.get("logging.googleapis.com/labels") == {"run_id": answer["run_id"]}
+        for entry in entries
+    )

@@ -46,6 +46,7 @@ from .recording import NeedsTransaction, RecordingTransaction
 from .steps import StepSpec, check_run_id, new_run_id
 
 log = logging.getLogger("cloudwright_nb")
+step_log = logging.getLogger("cloudwright_nb.step")
 
 DEFAULT_BUDGET_SECONDS = 60.0
 # A runner keeps a rerunning step's lease through waits up to this long; longer waits release
@@ -112,6 +113,8 @@ class Engine:
         self.flow = flow
         self.clock = clock
         self._runs_namespace = f"{self.app}/runs"
+        # Deployed, a step's printed lines become log records carrying the run and step.
+        self.log_output = False
 
     # Sealing run details.
 
@@ -630,13 +633,28 @@ class Engine:
         started = time.perf_counter()
         error = None
         value = None
-        with capture_output() as output, self.renewing(claim):
+        with capture_output(echo=not self.log_output) as output, self.renewing(claim):
             try:
                 value = spec.function(context)
                 if inspect.isawaitable(value):
                     value = asyncio.run(_awaited(value))
             except Exception as raised:
                 error = raised
+        return self._step_result(claim, value, error, started, output, context)
+
+    def _step_result(
+        self,
+        claim: Claim,
+        value: Any,
+        error: BaseException | None,
+        started: float,
+        output: list[str],
+        context: Context,
+    ) -> StepResult:
+        if self.log_output:
+            labels = {"run_id": claim.run_id, "step": claim.step_name}
+            for line in output:
+                step_log.info("%s", line, extra=labels)
         return StepResult(value, error, time.perf_counter() - started, output, context)
 
     async def execute_async(self, spec: StepSpec, claim: Claim) -> StepResult:
@@ -654,14 +672,14 @@ class Engine:
         value = None
         renewer = asyncio.ensure_future(self._renew_forever(claim))
         try:
-            with capture_output() as output:
+            with capture_output(echo=not self.log_output) as output:
                 try:
                     value = await spec.function(context)
                 except Exception as raised:
                     error = raised
         finally:
             renewer.cancel()
-        return StepResult(value, error, time.perf_counter() - started, output, context)
+        return self._step_result(claim, value, error, started, output, context)
 
     async def _renew_forever(self, claim: Claim) -> None:
         while True:

@@ -109,6 +109,7 @@ class CloudFlow:
     ) -> FlowRun:
         """Do one tick for a deployed function's request, starting the run if it names none."""
         engine = self.engine
+        engine.log_output = True
         if run_id:
             run = engine.attach(run_id, specs)
         else:
@@ -124,7 +125,7 @@ class CloudFlow:
             run.id,
             {spec.name: spec for spec in specs},
             force=request.force,
-            echo=lambda event: log.info("run %s: %s", run.id, event),
+            echo=lambda event: log.info("%s", event, extra={"run_id": run.id}),
         )
         request.result = result
         return result.run

@@ -13,6 +13,9 @@ from typing import TextIO
 _capture: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "cloudwright_step_output", default=None
 )
+# False while a deployed function's step runs: its lines go to the log with the run id and
+# step name instead of straight to stdout.
+_echo: contextvars.ContextVar[bool] = contextvars.ContextVar("cloudwright_echo", default=True)
 _install_lock = threading.Lock()
 
 
@@ -26,6 +29,8 @@ class _Tee(io.TextIOBase):
         buffer = _capture.get()
         if buffer is not None:
             buffer.append(text)
+            if not _echo.get():
+                return len(text)
         return self.stream.write(text)
 
     def flush(self) -> None:
@@ -46,14 +51,19 @@ def _install() -> None:
 
 
 @contextlib.contextmanager
-def capture_output() -> Iterator[list[str]]:
-    """Collect the text printed inside the block; yields a list that fills with lines."""
+def capture_output(echo: bool = True) -> Iterator[list[str]]:
+    """Collect the text printed inside the block; yields a list that fills with lines.
+
+    With `echo`, the text also reaches the real stdout or stderr as it is printed.
+    """
     _install()
     chunks: list[str] = []
     token = _capture.set(chunks)
+    echo_token = _echo.set(echo)
     lines: list[str] = []
     try:
         yield lines
     finally:
         _capture.reset(token)
+        _echo.reset(echo_token)
         lines.extend(line for line in "".join(chunks).splitlines() if line.strip())

@@ -26,6 +26,7 @@ from typing import Any
 from ..app import CloudWright
 from ..errors import CloudWrightError, RunNotFoundError
 from ..flow.engine import TickResult
+from . import structured_logs
 from .tasks import schedule_next_tick
 
 log = logging.getLogger("cloudwright_nb")
@@ -76,6 +77,7 @@ class Application:
         self.script = Path(script).resolve()
         self.app = app
         self._lock = threading.Lock()
+        structured_logs.install()
 
     def handle(self, data: bytes) -> tuple[dict[str, Any], int]:
         """Answer one request body with a JSON document and an HTTP status."""
