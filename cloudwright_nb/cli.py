@@ -77,6 +77,29 @@ def _common_options(default: object) -> argparse.ArgumentParser:
     return parser
 
 
+RUN_STATUSES = ["pending", "running", "waiting", "succeeded", "failed", "cancelled", "stalled"]
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that start a run, shared by `cloudwright run` and `%cloudflow run`."""
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an application input; repeat for several",
+    )
+    parser.add_argument(
+        "--interval",
+        type=_duration,
+        metavar="DURATION",
+        help="delay between checks of a rerunning step, e.g. 5s or 2m",
+    )
+    parser.add_argument(
+        "--run-id", type=_run_id, metavar="ID", help="attach to this run, or start it with this id"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
@@ -91,28 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run", parents=[common], help="run an application script; its flow runs to the end"
     )
     run.add_argument("script", type=Path, metavar="APP.py")
-    run.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an application input; repeat for several",
-    )
-    run.add_argument(
-        "--interval",
-        type=_duration,
-        metavar="DURATION",
-        help="delay between checks of a rerunning step, e.g. 5s or 2m",
-    )
-    run.add_argument(
-        "--run-id", type=_run_id, metavar="ID", help="attach to this run, or start it with this id"
-    )
+    add_run_options(run)
     run.set_defaults(handler=_run)
 
     runs = commands.add_parser("runs", parents=[common], help="list runs, newest first")
     runs.add_argument(
         "--status",
-        choices=["pending", "running", "waiting", "succeeded", "failed", "cancelled", "stalled"],
+        choices=RUN_STATUSES,
     )
     runs.add_argument("--limit", type=int, default=50, help="how many runs to list (default 50)")
     runs.add_argument("-q", "--quiet", action="store_true", help="print only the run ids")

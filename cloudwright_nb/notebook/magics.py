@@ -53,20 +53,7 @@ def _cloudflow_parser() -> _Parser:
         "run", parents=[common], help="start a run of notebook functions, in this kernel"
     )
     run.add_argument("steps", nargs="+", metavar="STEP", help="step function names, in order")
-    run.add_argument(
-        "--interval",
-        type=cli._duration,
-        metavar="DURATION",
-        help="delay between checks of a rerunning step, e.g. 5s or 2m",
-    )
-    run.add_argument("--run-id", metavar="ID", help="attach to this run, or start it with this id")
-    run.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an application input; repeat for several",
-    )
+    cli.add_run_options(run)
     run.add_argument(
         "--remote",
         metavar="URL",
@@ -77,7 +64,7 @@ def _cloudflow_parser() -> _Parser:
     listing = commands.add_parser("list", parents=[common], help="list runs, newest first")
     listing.add_argument(
         "--status",
-        choices=["pending", "running", "waiting", "succeeded", "failed", "cancelled", "stalled"],
+        choices=cli.RUN_STATUSES,
     )
     listing.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
     for name, text in [

@@ -24,6 +24,7 @@ from IPython.display import display
 from ..durations import format_duration
 from ..flow.model import FlowRun, time_spent
 from ..flow.runners.kernel import KernelRunner, LiveRun
+from .summary import TextSummary
 
 log = logging.getLogger("cloudwright_nb")
 
@@ -42,7 +43,7 @@ _COLORS = {
 }
 
 
-class RunPanel(widgets.VBox):
+class RunPanel(TextSummary, widgets.VBox):
     """A run's id, status, steps, countdown, last error and output, with Cancel and Retry."""
 
     def __init__(self, run: LiveRun) -> None:
@@ -68,13 +69,6 @@ class RunPanel(widgets.VBox):
         _Countdown.shared().add(self)
 
     # Text form, for outputs without a widget front end.
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        bundle["text/plain"] = self.summary()
-        return bundle
 
     def summary(self) -> str:
         text = self.run.summary()

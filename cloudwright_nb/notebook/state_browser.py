@@ -9,12 +9,13 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..state.module import StateModule
+from .summary import TextSummary
 
 MAX_ROWS = 200
 FOLD_CHARACTERS = 160
 
 
-class StateBrowser(widgets.VBox):
+class StateBrowser(TextSummary, widgets.VBox):
     """Keys, values (pretty JSON, long ones folded) and expiries, with filter, refresh, delete."""
 
     def __init__(self, state: StateModule) -> None:
@@ -30,13 +31,6 @@ class StateBrowser(widgets.VBox):
         super().__init__([widgets.HBox([self._filter, self._refresh]), self._status, self._rows])
         self.add_class("cw-state-browser")
         self.refresh()
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        bundle["text/plain"] = self.summary()
-        return bundle
 
     def _entries(self) -> list[tuple[str, Any]]:
         needle = self._filter.value.strip().lower()
