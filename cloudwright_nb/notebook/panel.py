@@ -162,6 +162,7 @@ def _render_body(run: FlowRun, summary: str) -> str:
             f'<td{_CELL} align="right">{step.checks}</td>'
             f'<td{_CELL} align="right">{time_spent(step.seconds_spent)}</td></tr>'
         )
+
     header = "".join(f'<th{_CELL} align="left">{name}</th>' for name in _COLUMNS)
     parts = [
         f'<div class="cw-run" data-status="{run.status}" title="{html.escape(summary)}">',
@@ -172,12 +173,15 @@ def _render_body(run: FlowRun, summary: str) -> str:
         *rows,
         "</table>",
     ]
+
     countdown = _countdown(run)
     if countdown:
         parts.append(f'<div class="cw-next">{countdown}</div>')
+
     dispatch_error = getattr(run, "dispatch_error", None)
     if dispatch_error:
         parts.append(f'<div class="cw-dispatch-error">{html.escape(dispatch_error)}</div>')
+
     runner_error = getattr(run, "runner_error", None)
     if run.error or runner_error:
         error = run.error or {"step": run.current_step, "message": "the runner stopped"}
@@ -187,10 +191,12 @@ def _render_body(run: FlowRun, summary: str) -> str:
             f"{html.escape(str(error['message']))}</summary><pre>{html.escape(trace)}</pre>"
             "</details>"
         )
+
     current = min(run.step_index, len(run.steps) - 1)
     lines = run.steps[current].output[-OUTPUT_LINES_SHOWN:]
     if lines:
         parts.append(f'<pre class="cw-output">{html.escape(chr(10).join(lines))}</pre>')
+
     parts.append("</div>")
     return "".join(parts)
 
