@@ -17,7 +17,7 @@ turns in every round:
 Every side runs at its own default SQLite settings, which are printed as each connection has
 them.
 
-(b) 10,000 concurrent async runs is not measured yet; see the end of main().
+(b) 10,000 concurrent async runs is not measured yet. Its place is marked at the end of report().
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def run_rounds(
 ) -> dict[Hashable, float]:
     """Run every trial once per round, in the given order, and return each one's median rate.
 
-    A trial returns how many operations it performed; rates are in operations per second.
+    A trial returns how many operations it performed, and rates are in operations per second.
     Running the sides one after another inside each round spreads slow phases of the machine
     (other load, disk flushes) over all of them instead of over one.
     """

@@ -1,6 +1,6 @@
 """State module throughput on SQLite against diskcache and sqlitedict, interleaved in one process.
 
-    python bench/state_bench.py            # real sizes, about a minute
+    python bench/state_bench.py            # real sizes, under a minute
     python bench/state_bench.py --quick    # tiny sizes, a few seconds
 
 Every side stores the same small dicts (about 100 bytes as JSON) in a fresh file in a temporary
@@ -9,13 +9,18 @@ every read goes to the store. sqlitedict runs with autocommit=True, so each writ
 before the call returns. diskcache has no batch read, so its `get_many` is 100 `get` calls. Its
 `set_many` is 100 `set` calls inside one `transact()`, which is atomic like ours.
 
-A fourth side, diskcache with `sqlite_synchronous=2`, is a reference: it shows what diskcache
-costs when, like the state module, it syncs the WAL to disk at every commit.
+Two more sides are references. `diskcache FULL` is diskcache with `sqlite_synchronous=2`: it
+shows what diskcache costs when, like the state module, it syncs the WAL to disk at every
+commit. `sqlite3 FULL` is plain sqlite3 in WAL mode with synchronous=FULL, one transaction per
+call and JSON values without encryption: it is the rate the state module's design could reach
+at its durability setting on this disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sqlite3
 import tempfile
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -38,7 +43,7 @@ from cloudwright_nb import CloudWright
 
 BATCH = 100
 OURS = "cloudwright-nb"
-PEERS = ("diskcache", "sqlitedict", "diskcache FULL")
+PEERS = ("diskcache", "sqlitedict", "diskcache FULL", "sqlite3 FULL")
 TARGETS = {("set", "diskcache"): 1.5, ("get", "diskcache"): 0.8}
 
 
@@ -109,6 +114,44 @@ class SqlitedictSide:
 
     def close(self) -> None:
         self.table.close()
+
+
+class BareSqliteSide:
+    """Plain sqlite3 at the state module's settings, without encryption or value checks."""
+
+    name = "sqlite3 FULL"
+
+    def __init__(self, folder: Path) -> None:
+        self.db = sqlite3.connect(folder / "bare.db", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")
+        self.db.execute(
+            "CREATE TABLE records (id TEXT PRIMARY KEY, blob BLOB NOT NULL) WITHOUT ROWID"
+        )
+
+    def set(self, key: str, value: Any) -> None:
+        self.set_many({key: value})
+
+    def set_many(self, values: dict[str, Any]) -> None:
+        rows = [(key, json.dumps(value).encode()) for key, value in values.items()]
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("INSERT OR REPLACE INTO records (id, blob) VALUES (?, ?)", rows)
+        self.db.execute("COMMIT")
+
+    def get(self, key: str) -> Any:
+        row = self.db.execute("SELECT blob FROM records WHERE id = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        marks = ",".join("?" * len(keys))
+        rows = self.db.execute(f"SELECT id, blob FROM records WHERE id IN ({marks})", keys)
+        return {key: json.loads(blob) for key, blob in rows}
+
+    def settings(self) -> str:
+        return sqlite_settings(self.db)
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def sample_value(index: int) -> dict[str, Any]:
@@ -185,6 +228,7 @@ def main() -> None:
             "diskcache": lambda: DiskcacheSide(folder),
             "sqlitedict": lambda: SqlitedictSide(folder),
             "diskcache FULL": lambda: DiskcacheSide(folder, "diskcache FULL", sqlite_synchronous=2),
+            "sqlite3 FULL": lambda: BareSqliteSide(folder),
         }
         sides = [factories[name]() for name in chosen]
         try:

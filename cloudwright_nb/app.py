@@ -9,7 +9,6 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping
-from importlib.metadata import entry_points
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -299,6 +298,9 @@ class Runtime:
             return CloudFlow(self)
         if name in self._factories:
             return _instantiate(self._factories[name])
+
+        # importlib.metadata costs a deployed function about 20 ms, so only a plug-in pays it.
+        from importlib.metadata import entry_points
 
         plugins = {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
         if name in plugins:

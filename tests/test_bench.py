@@ -15,7 +15,7 @@ EXPECTED_RATIOS = {
     "state_bench.py": [
         f"{operation}, cloudwright-nb / {peer}"
         for operation in ("set", "get", "get_many", "set_many")
-        for peer in ("diskcache", "sqlitedict", "diskcache FULL")
+        for peer in ("diskcache", "sqlitedict", "diskcache FULL", "sqlite3 FULL")
     ],
     "flow_bench.py": ["cloudflow.run / dbos", "engine / dbos"],
     "cold_start.py": [
