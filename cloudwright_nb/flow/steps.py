@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import secrets
@@ -58,10 +59,22 @@ def step_specs(functions: Sequence[Callable[..., Any]]) -> list[StepSpec]:
 
 def _source_hash(function: Callable[..., Any]) -> str:
     try:
+        return _cached_source_hash(function)
+    except TypeError:  # an unhashable callable object
+        return _hash_source(function)
+
+
+def _hash_source(function: Callable[..., Any]) -> str:
+    try:
         source = inspect.getsource(function)
     except (OSError, TypeError):
         return ""
     return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+# Reading source is slow (a file read and a parse per call); a function object's source does
+# not change, and a redefined function is a new object.
+_cached_source_hash = functools.lru_cache(maxsize=1024)(_hash_source)
 
 
 def check_run_id(run_id: object) -> str:
