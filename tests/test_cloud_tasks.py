@@ -186,5 +186,6 @@ def test_sweep_picks_up_a_run_whose_task_was_lost(function_env, tasks_emulator, 
 
     assert before == Counter(["first 1", "poll 1"])
     assert swept["swept"] == 1
+    assert swept["runs"][0]["run_id"] == started["run_id"]
     assert swept["runs"][0]["ran_step"] is True
     assert after == Counter(["first 1", "poll 1", "poll 2"])
