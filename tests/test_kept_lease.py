@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -126,3 +127,26 @@ def test_stopped_runner_hands_back_its_kept_lease(engine, clock):
     run = engine.get(run_id)
     assert run.lease_holder is None
     assert run.status == "waiting"
+
+
+def test_long_step_renews_its_lease(cloudflow) -> None:
+    engine = Engine(CloudWright.vault(), cloudflow)
+
+    def slow(context):
+        time.sleep(2.0)
+        return cloudflow.CONTINUE
+
+    run_id, steps = start(engine, slow)
+    outcome = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(result=engine.tick(run_id, steps, budget=0.6))
+    )
+    worker.start()
+    time.sleep(1.2)
+    intruder = Engine(CloudWright.vault(), cloudflow).tick(run_id, steps, force=True)
+    worker.join()
+
+    assert intruder.ran_step is False
+    assert "busy" in intruder.reason
+    assert outcome["result"].ran_step is True
+    assert outcome["result"].run.status == "succeeded"

@@ -38,7 +38,7 @@ from ..state.stores import RunRow, Transaction
 from ..state.stores.base import END_STATUSES, LIVE_STATUSES, now
 from ..state.vault import Vault
 from .context import Context
-from .lease import holder_alive, new_holder
+from .lease import KEEPER, holder_alive, new_holder
 from .model import FlowRun, RunDetails, StepRecord, ended_word
 from .outcomes import CONTINUE, FAIL, RERUN, Outcome, StepOptions
 from .output import capture_output
@@ -690,19 +690,11 @@ class Engine:
     @contextlib.contextmanager
     def renewing(self, claim: Claim) -> Iterator[None]:
         """Extend the lease every third of the budget until the block ends."""
-        stop = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(claim.budget / 3):
-                if not self.renew(claim):
-                    return
-
-        thread = threading.Thread(target=renew, name=f"lease {claim.run_id}", daemon=True)
-        thread.start()
+        ticket = KEEPER.keep(lambda: self.renew(claim), claim.budget / 3)
         try:
             yield
         finally:
-            stop.set()
+            KEEPER.release(ticket)
 
     def renew(self, claim: Claim) -> bool:
         """Extend the claim's lease; return False (and mark the claim) if it was lost."""

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 HOST = socket.gethostname()
+log = logging.getLogger("cloudwright_nb")
 
 
 def new_holder(token: str) -> str:
@@ -40,3 +46,60 @@ def _is_zombie(pid: int) -> bool:
         return False
     # The state follows the command name, which is in parentheses and may contain spaces.
     return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "Z"
+
+
+class LeaseKeeper:
+    """One thread that renews the leases of all running steps, each every third of its budget.
+
+    A thread per step would cost a thread start on every check, which dominates short steps.
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: dict[int, tuple[float, Callable[[], bool], float]] = {}
+        self._thread: threading.Thread | None = None
+
+    def keep(self, renew: Callable[[], bool], period: float) -> int:
+        """Call `renew()` every `period` seconds until it returns False or `release` is called."""
+        with self._wake:
+            ticket = next(_tickets)
+            self._due[ticket] = (time.monotonic() + period, renew, period)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="cloudwright-nb leases", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+            return ticket
+
+    def release(self, ticket: int) -> None:
+        with self._wake:
+            self._due.pop(ticket, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                now = time.monotonic()
+                due = [(ticket, renew) for ticket, (at, renew, _) in self._due.items() if at <= now]
+                if not due:
+                    wait = min((at for at, _, _ in self._due.values()), default=now + 60) - now
+                    self._wake.wait(max(wait, 0.01))
+                    continue
+            for ticket, renew in due:
+                try:
+                    held = renew()
+                except Exception as error:
+                    # A store hiccup: keep the ticket and try again next period.
+                    log.warning("renewing a lease failed: %s", error)
+                    held = True
+                with self._wake:
+                    if ticket in self._due:
+                        _, _, period = self._due[ticket]
+                        if held:
+                            self._due[ticket] = (time.monotonic() + period, renew, period)
+                        else:
+                            del self._due[ticket]
+
+
+_tickets = itertools.count()
+KEEPER = LeaseKeeper()
