@@ -566,10 +566,12 @@ def _bundle(args: argparse.Namespace) -> int:
 
     script, app = _script_app(args)
     try:
-        contents = bundle(script, app, args.output)
-    except FileExistsError as error:
+        contents, left_out = bundle(script, app, args.output)
+    except (FileExistsError, ValueError) as error:
         raise UsageError(str(error)) from None
     print(f"wrote {args.output}: {', '.join(contents)}")
+    if left_out:
+        print(f"left out (secrets, local data, build output): {', '.join(left_out)}")
     print(f"application {app!r} is pinned in main.py; deploy it with:\n")
     print(deploy_command(app, args.output))
     return EXIT_OK

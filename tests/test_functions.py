@@ -244,17 +244,10 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
+    # Cloud Functions runs pip in the source folder, where ./modules (the stand-ins) resolves.
     install = subprocess.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "-r",
-            str(output / "requirements.txt"),
-            str(ROOT / "examples" / "modules"),
-        ],
+        [python, "-m", "pip", "install", "--quiet", "-r", "requirements.txt"],
+        cwd=output,
         capture_output=True,
         text=True,
     )
@@ -272,8 +265,57 @@ def test_bundle_holds_what_a_deploy_needs(bundled) -> None:
         path.name for path in output.iterdir()
     }
     requirements = (output / "requirements.txt").read_text().splitlines()
-    assert all("==" in line for line in requirements)
+    assert all("==" in line for line in requirements if not line.startswith("./"))
+    assert "./modules" in requirements
     assert "app='cloudflow_job'" in (output / "main.py").read_text()
+
+
+def test_bundle_leaves_secrets_and_local_data_behind(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "job.py").write_text("print('hi')\n")
+    (app / "helpers.py").write_text("X = 1\n")
+    for name in ("master.key", "store.db", "store.db-wal", ".env"):
+        (app / name).write_text("secret")
+    (app / "outbox").mkdir()
+    (app / "cloudwright_nb").mkdir()
+
+    made = subprocess.run(
+        [CLOUDWRIGHT, "bundle", str(app / "job.py"), "-o", str(tmp_path / "out")],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+
+    assert made.returncode == 0, made.stderr
+    copied = {path.name for path in (tmp_path / "out").iterdir()}
+    assert {"job.py", "helpers.py", "main.py", "requirements.txt", "cloudwright_nb"} == copied
+    assert "left out (secrets, local data, build output): " in made.stdout
+    assert "master.key" in made.stdout
+    assert not (tmp_path / "out" / "cloudwright_nb" / "secret").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["README.md"], "is not a Python script"),
+        (["missing.py"], "no such script"),
+    ],
+)
+def test_bundle_refuses_bad_arguments(tmp_path: Path, arguments, message) -> None:
+    (tmp_path / "README.md").write_text("# readme\n")
+
+    made = subprocess.run(
+        [CLOUDWRIGHT, "bundle", *arguments, "-o", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+
+    assert made.returncode == 2
+    assert message in made.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("store", ["sqlite", "firestore"])

@@ -67,34 +67,84 @@ def serve(script: Path, app: str, host: str, port: int, workdir: Path) -> None:
     os.execv(sys.executable, command)
 
 
-def bundle(script: Path, app: str, output: Path) -> list[str]:
-    """Write a folder that `gcloud functions deploy --source` accepts; return what it holds."""
+def bundle(script: Path, app: str, output: Path) -> tuple[list[str], list[str]]:
+    """Write a folder that `gcloud functions deploy --source` accepts.
+
+    Returns what the folder holds and what was left out of it. Keys, databases, environment
+    files and build output stay behind, so the upload carries no secret or local data; local
+    packages (subfolders with a pyproject.toml or setup.py) are listed in requirements.txt so
+    the build installs them.
+    """
     script = script.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    if any(output.iterdir()):
+    if script.suffix != ".py":
+        raise ValueError(f"{script.name} is not a Python script; bundle an APP.py")
+    if output.exists() and not output.is_dir():
+        raise FileExistsError(f"{output} is a file; choose a new folder for the bundle")
+    if output.exists() and any(output.iterdir()):
         raise FileExistsError(f"{output} is not empty; choose a new folder for the bundle")
 
-    for item in script.parent.iterdir():
-        if item.name in _SKIPPED or item.name.startswith(".") or item.resolve() == output.resolve():
-            continue
-        target = output / item.name
-        if item.is_dir():
-            shutil.copytree(item, target, ignore=shutil.ignore_patterns(*_SKIPPED, "*.pyc"))
-        else:
-            shutil.copy2(item, target)
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        left_out, packages = _copy_application(script.parent, output)
+        # cloudwright-nb is not on a package index, so the bundle carries its own copy.
+        package = Path(__file__).resolve().parent.parent
+        shutil.copytree(package, output / "cloudwright_nb", ignore=_ignore_for_copy)
+        (output / "main.py").write_text(
+            entry_module(f"Path(__file__).parent / {script.name!r}", app, "bundle")
+        )
+        pinned = [f"{name}=={metadata.version(name)}" for name in RUNTIME_REQUIREMENTS]
+        local = [f"./{name}" for name in packages]
+        (output / "requirements.txt").write_text("".join(f"{line}\n" for line in pinned + local))
+    except BaseException:
+        # Leave no half-written bundle behind to trip the next attempt.
+        shutil.rmtree(output, ignore_errors=True)
+        raise
+    return sorted(path.name for path in output.iterdir()), left_out
 
-    # cloudwright-nb is not on a package index, so the bundle carries its own copy.
-    package = Path(__file__).resolve().parent.parent
-    shutil.copytree(
-        package, output / "cloudwright_nb", ignore=shutil.ignore_patterns(*_SKIPPED, "*.pyc")
-    )
-    (output / "main.py").write_text(
-        entry_module(f"Path(__file__).parent / {script.name!r}", app, "bundle")
-    )
-    (output / "requirements.txt").write_text(
-        "".join(f"{name}=={metadata.version(name)}\n" for name in RUNTIME_REQUIREMENTS)
-    )
-    return sorted(path.name for path in output.iterdir())
+
+# Never uploaded: secrets, local data, environments and build output.
+_SECRET_OR_LOCAL = (
+    "*.key",
+    "*.pem",
+    "*.p12",
+    ".env",
+    "*.db",
+    "*.db-wal",
+    "*.db-shm",
+    "*.sqlite",
+    "*.sqlite3",
+    "*.pyc",
+    "outbox",
+    "data_engine_jobs",
+    "cloudwright_nb",
+    "dist",
+    "*.egg-info",
+)
+
+
+def _ignore_for_copy(folder: str, names: list[str]) -> set[str]:
+    ignored = set(shutil.ignore_patterns(*_SECRET_OR_LOCAL)(folder, names))
+    return ignored | {name for name in names if name in _SKIPPED or name.startswith(".")}
+
+
+def _copy_application(source: Path, output: Path) -> tuple[list[str], list[str]]:
+    names = sorted(path.name for path in source.iterdir())
+    ignored = _ignore_for_copy(str(source), names)
+    left_out = []
+    packages = []
+    for name in names:
+        item = source / name
+        if name in ignored or item.resolve() == output.resolve():
+            if not name.startswith(".") and name not in _SKIPPED and name != "__pycache__":
+                left_out.append(name)
+            continue
+        if item.is_dir():
+            shutil.copytree(item, output / name, ignore=_ignore_for_copy)
+            if (item / "pyproject.toml").exists() or (item / "setup.py").exists():
+                packages.append(name)
+        else:
+            shutil.copy2(item, output / name)
+    return left_out, packages
 
 
 def function_name(app: str) -> str:
