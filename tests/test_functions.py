@@ -161,6 +161,11 @@ def test_duplicate_and_early_ticks_run_nothing_and_say_so(serve, tmp_path: Path)
         (b'{"run_id": 7}', 400, "run_id must be a JSON string"),
         (b'{"force": "yes"}', 400, "force must be a JSON boolean"),
         (b'{"run_id": "no-such-run"}', 404, "no run 'no-such-run'"),
+        (b'{"run_id": "../../etc"}', 400, "invalid run id '../../etc'"),
+        (b'{"runid": "x"}', 400, "unknown field 'runid'"),
+        (b'{"sweep": true, "run_id": "x"}', 400, "a sweep request takes no other field"),
+        (b'{"inputs": {"a": NaN}}', 400, "NaN is not JSON"),
+        (b"[" * 5000 + b"]" * 5000, 400, ""),
     ],
 )
 def test_bad_requests_get_one_line_json(serve, tmp_path: Path, body, status, message) -> None:
@@ -173,6 +178,22 @@ def test_bad_requests_get_one_line_json(serve, tmp_path: Path, body, status, mes
     assert answer_status == status
     assert message in answer["error"]
     assert "\n" not in answer["error"]
+
+
+def test_only_post_is_accepted(serve, tmp_path: Path) -> None:
+    script = tmp_path / "counting.py"
+    script.write_text(COUNTING_APP)
+    url = serve(script)
+
+    try:
+        urllib.request.urlopen(url, timeout=10)
+    except urllib.error.HTTPError as error:
+        status, answer, allow = error.code, json.loads(error.read()), error.headers["Allow"]
+
+    assert status == 405
+    assert answer == {"error": "use POST with a JSON body, not GET"}
+    assert allow == "POST"
+    assert not (tmp_path / "steps.log").exists()
 
 
 def test_application_that_fails_to_import_answers_500(serve, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from ..app import CloudWright
 from ..errors import CloudWrightError, RunNotFoundError
 from ..flow.engine import TickResult
+from ..flow.steps import check_run_id
 from . import structured_logs
 from .tasks import schedule_next_tick
 
@@ -52,18 +53,38 @@ def parse_body(data: bytes) -> dict[str, Any]:
     if not data.strip():
         return {}
     try:
-        body = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        body = json.loads(data, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
         raise BadRequest(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest('the request body must be a JSON object, like {"run_id": "..."}')
-    checks = {"run_id": str, "inputs": dict, "force": bool, "sweep": bool}
-    for name, kind in checks.items():
+    unknown = sorted(set(body) - set(_FIELDS))
+    if unknown:
+        raise BadRequest(
+            f"unknown field {', '.join(map(repr, unknown))}; the fields are {', '.join(_FIELDS)}"
+        )
+    for name, kind in _FIELDS.items():
         if body.get(name) is not None and not isinstance(body[name], kind):
             raise BadRequest(
                 f"{name} must be a JSON {_json_kind(kind)}, not {type(body[name]).__name__}"
             )
+    if body.get("run_id") is not None:
+        try:
+            check_run_id(body["run_id"])
+        except CloudWrightError as error:
+            raise BadRequest(str(error)) from None
+    if body.get("sweep") and set(body) - {"sweep"}:
+        raise BadRequest('a sweep request takes no other field: send {"sweep": true} alone')
     return body
+
+
+_FIELDS = {"run_id": str, "inputs": dict, "force": bool, "sweep": bool}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON; send null or a string instead")
 
 
 def _json_kind(kind: type) -> str:
@@ -180,6 +201,14 @@ def http_handler(script: str | Path, app: str | None = None):
     def cloudwright(request):
         import json
 
+        if request.method != "POST":
+            document = {"error": f"use POST with a JSON body, not {request.method}"}
+            return Response(
+                json.dumps(document),
+                status=405,
+                headers={"Allow": "POST"},
+                mimetype="application/json",
+            )
         document, status = application.handle(request.get_data())
         return Response(json.dumps(document), status=status, mimetype="application/json")
 
