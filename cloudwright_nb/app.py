@@ -185,6 +185,12 @@ class Runtime:
             or (_script_name() if self.name_from_main else None)
         )
         if name is None:
+            if "ipykernel" in sys.modules:
+                raise ApplicationNameError(
+                    "cannot tell the application name: this kernel was not told its notebook's "
+                    "name (nbconvert and nbclient do not tell it); call "
+                    'CloudWright.configure(app="NAME") in a cell or set CLOUDWRIGHT_APP=NAME'
+                )
             raise ApplicationNameError(
                 "cannot tell the application name: this is neither a script nor a notebook "
                 f"file; {_HOW_TO_NAME}"

@@ -551,13 +551,19 @@ def _script_app(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import tempfile
-
     from .functions.bundle import serve
 
     script, app = _script_app(args)
-    # The server replaces this process, so the folder outlives it; it holds one small file.
-    serve(script, app, args.host, args.port, Path(tempfile.mkdtemp(prefix="cloudwright-serve-")))
+    # The server replaces this process, so its entry module lives in the user's cache folder,
+    # one per script and port, rewritten on each start.
+    from platformdirs import user_cache_path
+
+    workdir = user_cache_path("cloudwright-nb") / "serve" / f"{app}-{args.port}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        serve(script, app, args.host, args.port, workdir)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return EXIT_OK
 
 

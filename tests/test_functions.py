@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -514,3 +515,65 @@ def test_deployed_logs_carry_the_run_and_step(function_env, tmp_path: Path) -> N
         entry.get("logging.googleapis.com/labels") == {"run_id": answer["run_id"]}
         for entry in entries
     )
+
+
+def test_serve_refuses_a_taken_port_and_a_broken_script(function_env, tmp_path: Path) -> None:
+    good = tmp_path / "good.py"
+    good.write_text(COUNTING_APP)
+    broken = tmp_path / "broken.py"
+    broken.write_text("def oops(:\n")
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [CLOUDWRIGHT, "serve", str(good), "--port", str(port)],
+            env=function_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    syntax = subprocess.run(
+        [CLOUDWRIGHT, "serve", str(broken), "--port", str(free_port())],
+        env=function_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert busy.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    assert syntax.returncode == 2
+    assert "broken.py line 1:" in syntax.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("notaurl", "invalid function URL 'notaurl'"),
+        ("ftp://127.0.0.1/", "invalid function URL 'ftp://127.0.0.1/'"),
+        ("http://127.0.0.1:9/", "cannot reach http://127.0.0.1:9/"),
+    ],
+)
+def test_remote_mistakes_are_one_line(function_env, tmp_path: Path, url, message) -> None:
+    local = tmp_path / "counting.py"
+    local.write_text(
+        "import os\n"
+        "from cloudwright_nb import CloudWright\n"
+        "cloudflow = CloudWright.get_module('cloudflow')\n"
+        "def first(context): ...\n"
+        "cloudflow.run(first, remote=os.environ['REMOTE_URL'])\n"
+    )
+
+    result = subprocess.run(
+        [CLOUDWRIGHT, "run", str(local)],
+        env=dict(function_env, REMOTE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

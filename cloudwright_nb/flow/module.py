@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..durations import Duration, parse_duration
 from ..errors import ConfigurationError, RunNotFoundError, RunStateError, StepMismatchError
 from .engine import Engine
-from .model import FlowRun
+from .model import FlowRun, ended_word
 from .outcomes import CONTINUE, FAIL, RERUN, step
 from .runners.blocking import drive
 from .steps import StepSpec, step_specs
@@ -136,22 +136,26 @@ class CloudFlow:
         """Have the function at `url` start (or tick) the run, then follow it to its end."""
         import asyncio
 
-        from .runners.remote import dispatch, start_remote
+        from .runners.remote import check_url, dispatch, start_remote
 
+        check_url(url)
         answer = start_remote(url, dict(self._runtime.inputs if inputs is None else inputs), run_id)
         try:
             run = self.engine.get(answer["run_id"])
         except RunNotFoundError:
             raise ConfigurationError(
-                f"the function at {url} started run {answer['run_id']} in another store than "
-                f"{self.engine.store.url}; give this side the function's CLOUDWRIGHT_STORE and "
-                "master key"
+                f"the function at {url} started run {answer['run_id']}, which application "
+                f"{self._runtime.app!r} in {self.engine.store.url} does not have: give this side "
+                "the function's application name (configure(app=...)), CLOUDWRIGHT_STORE and "
+                "master key, then cancel that run there"
             ) from None
         names = [spec.name for spec in specs]
         if names != run.step_names:
+            # The function started a run this side will not follow; stop it.
+            self.engine.cancel(run.id)
             raise StepMismatchError(
                 f"the function at {url} runs the steps [{', '.join(run.step_names)}], "
-                f"not [{', '.join(names)}]"
+                f"not [{', '.join(names)}]; its run {run.id} was cancelled"
             )
         print(f"[{run.id}] run dispatched to {url}")
 
@@ -232,7 +236,7 @@ class CloudFlow:
                 f"run {run_id} failed; start it again with cloudflow.retry({run_id!r})"
             )
         if run.done:
-            raise RunStateError(f"run {run_id} has already {run.status}")
+            raise RunStateError(f"run {run_id} has already {ended_word(run.status)}")
         specs = self._steps_for(run, steps)
         run = self.engine.attach(run_id, specs)
         print(f"[{run_id}] resuming at step {run.current_step}")

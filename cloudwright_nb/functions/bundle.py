@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -47,6 +48,7 @@ def serve(script: Path, app: str, host: str, port: int, workdir: Path) -> None:
     Replacing rather than starting a child lets a signal sent to `cloudwright serve` reach the
     server itself.
     """
+    _check_can_serve(script, host, port)
     source = workdir / "main.py"
     source.write_text(entry_module(repr(str(script.resolve())), app, "serve"))
     command = [
@@ -65,6 +67,21 @@ def serve(script: Path, app: str, host: str, port: int, workdir: Path) -> None:
     print(f"serving {script.name} as application {app!r} on http://{host}:{port}/", flush=True)
     sys.stderr.flush()
     os.execv(sys.executable, command)
+
+
+def _check_can_serve(script: Path, host: str, port: int) -> None:
+    """Fail before starting the server when the script cannot compile or the port is taken."""
+    try:
+        compile(script.read_bytes(), str(script), "exec")
+    except SyntaxError as error:
+        raise ValueError(f"{script.name} line {error.lineno}: {error.msg}; fix it first") from None
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({error.strerror}); choose another --port"
+            ) from None
 
 
 def bundle(script: Path, app: str, output: Path) -> tuple[list[str], list[str]]:

@@ -213,7 +213,7 @@ def _history(run: Any) -> str:
             f"{step.reruns} rerun(s), {step.failures} failure(s)"
         )
         for outcome in step.recent:
-            lines.append(f"     {outcome['outcome']} after {outcome['seconds']:.3f}s")
+            lines.append(f"     {outcome['outcome']} (the check took {outcome['seconds']:.3f}s)")
         for output in step.output[-5:]:
             lines.append(f"   | {output}")
     if run.error:

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import ConfigurationError, RunNotFoundError
+from ...errors import ConfigurationError, FlowError, RunNotFoundError
 
 log = logging.getLogger("cloudwright_nb")
 
@@ -25,8 +25,8 @@ REQUEST_TIMEOUT_SECONDS = 600.0
 MAX_RETRY_DELAY_SECONDS = 60.0
 
 
-class DispatchError(Exception):
-    """A tick request that failed; the dispatcher retries it."""
+class DispatchError(FlowError):
+    """Raised when a tick request to a function fails; the dispatcher retries it."""
 
 
 def post_tick(url: str, body: dict[str, Any], timeout: float = REQUEST_TIMEOUT_SECONDS) -> dict:
@@ -35,6 +35,7 @@ def post_tick(url: str, body: dict[str, Any], timeout: float = REQUEST_TIMEOUT_S
     An `https` URL gets a Google ID token for that URL (the function accepts only callers that
     Cloud Functions IAM allows); a loopback `http` URL, as `cloudwright serve` gives, gets none.
     """
+    check_url(url)
     headers = {"Content-Type": "application/json"}
     if url.startswith("https://"):
         headers["Authorization"] = f"Bearer {_id_token(url)}"
@@ -56,6 +57,20 @@ def post_tick(url: str, body: dict[str, Any], timeout: float = REQUEST_TIMEOUT_S
         raise DispatchError(
             f"{url} did not answer with JSON; is it a cloudwright function?"
         ) from None
+
+
+def check_url(url: object) -> str:
+    """Return `url` if it can name a function, else raise ConfigurationError saying why."""
+    if (
+        not isinstance(url, str)
+        or not url.startswith(("http://", "https://"))
+        or url.endswith("//")
+    ):
+        raise ConfigurationError(
+            f"invalid function URL {url!r}: use the https URL of the deployed function, or "
+            "http://127.0.0.1:PORT/ from `cloudwright serve`"
+        )
+    return url
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:
@@ -118,6 +133,6 @@ async def dispatch(
         except DispatchError as error:
             failures += 1
             delay = min(2.0**failures, MAX_RETRY_DELAY_SECONDS)
-            log.warning("tick of run %s failed (%s); retrying in %.0fs", run_id, error, delay)
+            log.info("tick of run %s failed (%s); retrying in %.0fs", run_id, error, delay)
             on_change(run, f"{error}; retrying in {delay:.0f}s")
             await asyncio.sleep(delay)
