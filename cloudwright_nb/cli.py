@@ -41,6 +41,17 @@ def _duration(text: str) -> str:
     return text
 
 
+def positive_int(text: str) -> int:
+    """Read a count that must be 1 or more."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number, 1 or more")
+    return number
+
+
 def _run_id(text: str) -> str:
     try:
         return check_run_id(text)
@@ -122,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--status",
         choices=RUN_STATUSES,
     )
-    runs.add_argument("--limit", type=int, default=50, help="how many runs to list (default 50)")
+    runs.add_argument(
+        "--limit", type=positive_int, default=50, help="how many runs to list (default 50)"
+    )
     runs.add_argument("-q", "--quiet", action="store_true", help="print only the run ids")
     runs.set_defaults(handler=_runs)
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="purge")

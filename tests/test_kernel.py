@@ -304,3 +304,12 @@ runs = [cloudflow.run(poll, interval="200ms") for _ in range(200)]
     assert updates > 0
     assert still_running > 0
     assert per_panel_per_second <= 4
+
+
+def test_resume_of_a_run_already_driven_returns_its_handle(kernel: Kernel) -> None:
+    kernel.execute('run = cloudflow.run(launch, wait_for_job, report, interval="1s")')
+
+    reply = kernel.execute("again = %cloudflow resume {run.id}")
+
+    assert "already driving the run" in reply.output
+    assert kernel.value("again is run") == "True"

@@ -182,8 +182,13 @@ class CloudFlow:
         """Drive the run as a task on the running loop and return its live handle at once."""
         from .runners.kernel import KernelRunner, LiveRun
 
+        runner = KernelRunner.shared()
+        already = runner.driving(run.id)
+        if already is not None:
+            print(f"[{run.id}] this kernel is already driving the run; returning its handle")
+            return already
         live = LiveRun(run, self.engine, {spec.name: spec for spec in specs})
-        KernelRunner.shared().start(live)
+        runner.start(live)
         if "ipykernel" in sys.modules:
             from ..notebook.panel import show_panel
 

@@ -66,7 +66,9 @@ def _cloudflow_parser() -> _Parser:
         "--status",
         choices=cli.RUN_STATUSES,
     )
-    listing.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
+    listing.add_argument(
+        "--limit", type=cli.positive_int, default=50, help="how many runs (default 50)"
+    )
     for name, text in [
         ("cancel", "cancel a run"),
         ("resume", "carry a run on in this kernel, finding its steps by name"),

@@ -121,6 +121,7 @@ class KernelRunner:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[FlowRun]] = set()
+        self._runs: dict[asyncio.Task[FlowRun], LiveRun] = {}
 
     @classmethod
     def shared(cls) -> KernelRunner:
@@ -133,23 +134,34 @@ class KernelRunner:
     def active(self) -> int:
         return len(self._tasks)
 
+    def driving(self, run_id: str) -> LiveRun | None:
+        """Return the live run this kernel is already driving under `run_id`, if any."""
+        for task in self._tasks:
+            live = self._runs.get(task)
+            if live is not None and live.id == run_id and not task.done():
+                return live
+        return None
+
     def start(self, live: LiveRun) -> LiveRun:
         """Drive `live` on the running loop; the task is kept until the run ends."""
         loop = asyncio.get_running_loop()
         task = loop.create_task(self._drive(live), name=f"cloudflow run {live.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        live._task = task
+        self._keep(task, live)
         return live
+
+    def _keep(self, task: asyncio.Task[FlowRun], live: LiveRun) -> None:
+        self._tasks.add(task)
+        self._runs[task] = live
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._runs.pop(done, None))
+        live._task = task
 
     def start_remote(self, live: LiveRun, url: str) -> LiveRun:
         """Follow `live` while a function at `url` executes its ticks."""
         task = asyncio.get_running_loop().create_task(
             self._dispatch(live, url), name=f"cloudflow run {live.id} at {url}"
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        live._task = task
+        self._keep(task, live)
         return live
 
     async def _dispatch(self, live: LiveRun, url: str) -> FlowRun:
