@@ -76,6 +76,8 @@ def _check_can_serve(script: Path, host: str, port: int) -> None:
     except SyntaxError as error:
         raise ValueError(f"{script.name} line {error.lineno}: {error.msg}; fix it first") from None
     with socket.socket() as probe:
+        # As the server will: a port left in TIME_WAIT by a stopped server is free to reuse.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:

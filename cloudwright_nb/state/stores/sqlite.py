@@ -149,7 +149,7 @@ class SQLiteStore(Store):
         self.path = Path(path)
         self.url = url or f"sqlite:///{self.path}"
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[int, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
         self._purger: threading.Thread | None = None
         self._closed = threading.Event()
@@ -192,9 +192,12 @@ class SQLiteStore(Store):
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "connection", None)
+        if self._closed.is_set():
+            if db is not None:
+                db.close()
+                self._local.connection = None
+            raise StoreError(f"store {self.url} is closed")
         if db is None:
-            if self._closed.is_set():
-                raise StoreError(f"store {self.url} is closed")
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -203,7 +206,7 @@ class SQLiteStore(Store):
             db.execute("PRAGMA synchronous = FULL")
             self._local.connection = db
             with self._connections_lock:
-                self._connections.append(db)
+                self._connections[threading.get_ident()] = db
         return db
 
     def transact(self, work: Callable[[Transaction], T]) -> T:
@@ -334,9 +337,19 @@ class SQLiteStore(Store):
                 return
 
     def close(self) -> None:
+        """Close the connections no thread is using; a thread still running closes its own.
+
+        Closing a connection while another thread runs a statement on it crashes SQLite, so
+        connections of live threads are left to those threads, which close them on next use.
+        """
         self._closed.set()
+        if self._purger is not None and self._purger is not threading.current_thread():
+            self._purger.join(timeout=30)
+        live = {thread.ident for thread in threading.enumerate()}
+        me = threading.get_ident()
         with self._connections_lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
+            for ident, db in list(self._connections.items()):
+                if ident == me or ident not in live:
+                    db.close()
+                    del self._connections[ident]
         self._local = threading.local()
