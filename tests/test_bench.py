@@ -21,6 +21,7 @@ EXPECTED_RATIOS = {
     "cold_start.py": [
         "cold start, cloudwright-nb / functions_framework",
         "imports only, cloudwright-nb / functions_framework",
+        "added by the entry point, over functions_framework's imports",
     ],
 }
 
