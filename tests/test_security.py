@@ -20,6 +20,8 @@ import pytest
 
 from cloudwright_nb import CloudWright, MasterKeyError, StateDecryptionError
 from cloudwright_nb.state.admin import rotate_keys
+from cloudwright_nb.state.stores import Record, open_store
+from cloudwright_nb.state.stores.base import now
 from conftest import new_master_key
 
 MARKER = f"marker-value-{secrets.token_hex(8)}"
@@ -512,3 +514,20 @@ def test_new_key_alone_fails_before_rotation(sqlite_url, monkeypatch, keys):
 
     with pytest.raises(StateDecryptionError):
         list(state.items())
+
+
+def test_expired_records_are_purged_in_bounded_batches(sqlite_url) -> None:
+    store = open_store(sqlite_url)
+    past, future = now() - 10, now() + 3600
+    expired = [Record(f"old-{index}", b"x", past) for index in range(5)]
+    store.write("app/state", [*expired, Record("live", b"y", future)])
+
+    first = store.purge_expired(batch=2)
+    remaining = len(records(sqlite_url))
+    while store.purge_expired(batch=2):
+        pass
+
+    assert first == 2
+    assert remaining == 4
+    assert [row[1] for row in records(sqlite_url)] == ["live"]
+    store.close()
