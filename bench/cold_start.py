@@ -20,7 +20,7 @@ import time
 
 from harness import print_machine, print_ratio
 
-# What a function instance imports on a cold start: the entry module that main.py loads. The
+# The module a function instance imports on a cold start: the entry module main.py loads. The
 # Firestore store is imported on the first store call, and is measured on its own line.
 OURS = "cloudwright_nb.functions.entry"
 COMMANDS = {

@@ -187,8 +187,8 @@ class Runtime:
         if name is None:
             if "ipykernel" in sys.modules:
                 raise ApplicationNameError(
-                    "cannot tell the application name: this kernel was not told its notebook's "
-                    "name (nbconvert and nbclient do not tell it); call "
+                    "cannot tell the application name: this kernel does not know its notebook's "
+                    "name (nbconvert and nbclient do not pass it); call "
                     'CloudWright.configure(app="NAME") in a cell or set CLOUDWRIGHT_APP=NAME'
                 )
             raise ApplicationNameError(

@@ -49,8 +49,8 @@ log = logging.getLogger("cloudwright_nb")
 step_log = logging.getLogger("cloudwright_nb.step")
 
 DEFAULT_BUDGET_SECONDS = 60.0
-# A runner keeps a rerunning step's lease through waits up to this long; longer waits release
-# it, so a runner that vanishes never blocks a run for long.
+# A runner keeps a rerunning step's lease through waits up to this long. Longer waits release
+# it, so a runner that vanishes cannot block a run for long.
 MAX_KEPT_WAIT_SECONDS = 600.0
 RETENTION_SECONDS = 30 * 86400
 

@@ -1,4 +1,4 @@
-"""Who holds a run's lease, and whether that holder can still be running."""
+"""Lease holder names, whether a holder can still be running, and lease renewal."""
 
 from __future__ import annotations
 

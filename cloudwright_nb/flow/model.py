@@ -84,7 +84,7 @@ def ended_word(status: str) -> str:
 
 
 def stall_grace(interval: float) -> float:
-    """How overdue a run may be before it counts as stalled."""
+    """Return how many seconds a run may be overdue before it counts as stalled."""
     return max(MIN_STALL_GRACE_SECONDS, 2 * interval)
 
 

@@ -1,4 +1,4 @@
-"""What a step returns (CONTINUE, RERUN, FAIL) and the `@cloudflow.step` options."""
+"""Step outcomes (CONTINUE, RERUN, FAIL) and the `@cloudflow.step` options."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..errors import InvalidStepError
 
 @dataclass(frozen=True)
 class Outcome:
-    """A step's answer; `delay` is set only by `RERUN.after(...)`."""
+    """The value a step returns; `delay` is set only by `RERUN.after(...)`."""
 
     kind: str
     delay: float | None = None

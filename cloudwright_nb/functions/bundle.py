@@ -17,7 +17,7 @@ from pathlib import Path
 from ..app import check_app_name
 
 ENTRY_POINT = "cloudwright"
-# What the deployed function imports, pinned to the versions installed here.
+# Packages the deployed function imports, pinned to the versions installed here.
 RUNTIME_REQUIREMENTS = (
     "cryptography",
     "platformdirs",
@@ -89,7 +89,7 @@ def _check_can_serve(script: Path, host: str, port: int) -> None:
 def bundle(script: Path, app: str, output: Path) -> tuple[list[str], list[str]]:
     """Write a folder that `gcloud functions deploy --source` accepts.
 
-    Returns what the folder holds and what was left out of it. Keys, databases, environment
+    Returns the names the folder contains and the names left out of it. Keys, databases, environment
     files and build output stay behind, so the upload carries no secret or local data; local
     packages (subfolders with a pyproject.toml or setup.py) are listed in requirements.txt so
     the build installs them.

@@ -2,7 +2,7 @@
 
 As in the original product, code outside the step functions runs on every request. The
 request body is JSON: `{"run_id": optional, "inputs": optional, "force": optional}` ticks a run
-(or starts one), and `{"sweep": true}` ticks every overdue run. Every answer is JSON; errors
+(or starts one), and `{"sweep": true}` ticks every overdue run. Every response is JSON, and errors
 are one line, never a stack trace.
 
 | answer | when |
@@ -101,7 +101,7 @@ class Application:
         structured_logs.install()
 
     def handle(self, data: bytes) -> tuple[dict[str, Any], int]:
-        """Answer one request body with a JSON document and an HTTP status."""
+        """Return the JSON document and HTTP status for one request body."""
         try:
             body = parse_body(data)
         except BadRequest as error:
@@ -177,7 +177,7 @@ class Application:
 
 
 def answer(result: TickResult) -> dict[str, Any]:
-    """The JSON answer to a tick: the run's state and whether this request ran a step."""
+    """Return the JSON response to a tick: the run's state and whether this request ran a step."""
     run = result.run
     return {
         "run_id": run.id,

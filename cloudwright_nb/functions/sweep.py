@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def sweep(application: Application) -> dict[str, Any]:
-    """Tick each run of the application whose next check has passed and that nobody holds."""
+    """Tick each run of the application whose next check has passed and whose lease is free."""
     cloudflow = CloudWright.get_module("cloudflow")
     moment = now()
     due = [

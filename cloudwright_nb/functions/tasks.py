@@ -23,7 +23,7 @@ log = logging.getLogger("cloudwright_nb")
 
 # Cloud Tasks refuses schedule times more than 30 days ahead; keep an hour of margin.
 DEFAULT_HORIZON_SECONDS = 30 * 86400 - 3600
-# How long Cloud Tasks waits for the function to answer before it retries the task.
+# How long Cloud Tasks waits for the function to respond before it retries the task.
 DISPATCH_DEADLINE_SECONDS = 600
 _QUEUE = re.compile(r"^projects/[^/]+/locations/[^/]+/queues/[^/]+$")
 

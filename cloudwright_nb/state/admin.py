@@ -142,7 +142,7 @@ def export_state(state: StateModule) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What `import_state` did: keys written, keys skipped as expired, expiries shortened."""
+    """The outcome of `import_state`: keys written, keys skipped as expired, expiries shortened."""
 
     written: int
     expired: int

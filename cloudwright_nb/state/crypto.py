@@ -101,7 +101,7 @@ def load_master_keys(env_value: str | None, key_file: Path, *, may_create: bool)
     """Read the master keys from the environment value, else from the key file.
 
     The key file is created (mode 0600) only when `may_create` is true, which it never is in a
-    deployed function: a function that made its own key would write data nobody else can read.
+    deployed function: a function that made its own key would write data no one else can read.
     """
     if env_value and env_value.strip():
         return parse_master_keys(env_value, "CLOUDWRIGHT_MASTER_KEY")
@@ -204,7 +204,7 @@ class AppCipher:
             self.record_id(namespace, name, key_index), record_id
         ):
             raise StateDecryptionError(
-                f"record {record_id[:12]} holds key {name!r}, which belongs to another id: "
+                f"record {record_id[:12]} contains key {name!r}, which belongs to another id: "
                 "the record was copied from another key"
             )
         return name, plaintext[4 + name_length :]

@@ -158,7 +158,7 @@ class Vault:
             ) from None
         if stored_name != name:
             raise StateDecryptionError(
-                f"cannot decrypt key {name!r} of application {self.app!r}: its record holds "
+                f"cannot decrypt key {name!r} of application {self.app!r}: its record contains "
                 f"key {stored_name!r}, so it was copied from another key"
             )
         return True, codec.decode_value(data)

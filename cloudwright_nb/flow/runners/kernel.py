@@ -29,7 +29,7 @@ class LiveRun(FlowRun):
     """A run driven on this process's event loop: a `FlowRun` that refreshes itself.
 
     Its attributes follow the run as it goes; `wait()` blocks until it ends and `await run`
-    waits without blocking. `runner_error` holds the traceback if the runner itself failed
+    waits without blocking. `runner_error` contains the traceback if the runner itself failed
     (for example, the store became unreachable).
     """
 

@@ -48,14 +48,14 @@ def post_tick(url: str, body: dict[str, Any], timeout: float = REQUEST_TIMEOUT_S
     except urllib.error.HTTPError as error:
         detail = _error_text(error)
         if error.code == 404:
-            raise RunNotFoundError(f"{url} answered 404: {detail}") from None
-        raise DispatchError(f"{url} answered {error.code}: {detail}") from None
+            raise RunNotFoundError(f"{url} responded 404: {detail}") from None
+        raise DispatchError(f"{url} responded {error.code}: {detail}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise DispatchError(f"cannot reach {url}: {reason}") from None
     except json.JSONDecodeError:
         raise DispatchError(
-            f"{url} did not answer with JSON; is it a cloudwright function?"
+            f"{url} did not respond with JSON; is it a cloudwright function?"
         ) from None
 
 
@@ -98,7 +98,7 @@ def _id_token(url: str) -> str:
 
 
 def start_remote(url: str, inputs: dict[str, Any], run_id: str | None) -> dict:
-    """Ask the function to start a run (or tick `run_id`); return its answer."""
+    """Ask the function to start a run (or tick `run_id`) and return its JSON response."""
     body: dict[str, Any] = {"inputs": inputs}
     if run_id:
         body["run_id"] = run_id

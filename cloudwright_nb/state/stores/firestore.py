@@ -7,7 +7,7 @@ Layout, one document per record, under a per-application document whose id is a 
     cloudwright/{app}/cw_runs/{run_id}                a run: scheduling fields, sealed details
     cloudwright/{app}/cw_runs/{run_id}/cw_context/{id}   a value in a run's context
 
-Every record holds `blob` (bytes), `expires_at` (a timestamp, the TTL field) and `v` (the schema
+Every record contains `blob` (bytes), `expires_at` (a timestamp, the TTL field) and `v` (the schema
 version). Reads drop expired records themselves, because Firestore's TTL deletion can run a day
 late.
 
@@ -58,7 +58,7 @@ ROOT = "cloudwright"
 STATE, RUNS, CONTEXT = "cw_state", "cw_runs", "cw_context"
 OTHER, RECORDS = "cloudwright_namespaces", "cw_records"
 TTL_COLLECTION_GROUPS = (STATE, RUNS, CONTEXT, RECORDS)
-# The emulator answers contention with lock waits and ABORTED; production Firestore likewise.
+# The emulator meets contention with lock waits and ABORTED, as production Firestore does.
 # Enough attempts, with jittered backoff, that a handful of contending writers all get through.
 MAX_ATTEMPTS = 25
 # Firestore takes at most 500 writes and 10 MiB per commit; stay below both.
@@ -615,8 +615,8 @@ class FirestoreStore(Store):
     ) -> list[RunRow]:
         """Page through the runs newest first, filtering status and expiry here.
 
-        Filtering on status in the query as well as ordering by creation time would need a
-        composite index that every user would have to create; ordering alone needs none.
+        Filtering on status in the query while ordering by creation time would need a
+        composite index that every user would have to create. Ordering alone needs none.
         """
         wanted = set(statuses) if statuses is not None else None
         moment = now()

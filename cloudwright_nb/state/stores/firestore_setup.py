@@ -1,6 +1,6 @@
 """`cloudwright firestore setup`: the TTL policies that let Firestore delete expired records.
 
-Each collection group that holds records gets a TTL policy on its `expires_at` field. Firestore
+Each collection group that contains records gets a TTL policy on its `expires_at` field. Firestore
 deletes a document typically within a day after that time; reads skip expired records before
 then, so the policy frees space and changes nothing a user can see.
 """
