@@ -11,6 +11,7 @@ precision of a Firestore timestamp), so a time rounded to six decimals reads bac
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -107,6 +108,9 @@ class Store(ABC):
     """
 
     url: str
+    # True when a read is a short local file or memory access, quick enough to make on an
+    # event loop's own thread; a store that reads over the network leaves this False.
+    reads_are_local = False
 
     @abstractmethod
     def transact(self, work: Callable[[Transaction], T]) -> T:
@@ -164,17 +168,26 @@ class Store(ABC):
         in one round trip.
         """
 
-        def work(transaction: Transaction) -> bool:
-            if transaction.get_run(expected.app, expected.run_id) != expected:
-                return False
-            transaction.put_run(row)
-            for record in puts:
-                transaction.put(namespace, record)
-            for record_id in deletes:
-                transaction.delete(namespace, record_id)
-            return True
+        return self.transact(_conditional_run_write(expected, row, namespace, puts, deletes))
 
-        return self.transact(work)
+    async def transact_async(self, work: Callable[[Transaction], T]) -> T:
+        """Do what `transact` does without blocking the running event loop.
+
+        `work` runs in another thread, so it must not touch the loop. Stores that can commit
+        many callers' work together override this.
+        """
+        return await asyncio.to_thread(self.transact, work)
+
+    async def commit_run_async(
+        self,
+        expected: RunRow,
+        row: RunRow,
+        namespace: str,
+        puts: Sequence[Record] = (),
+        deletes: Sequence[str] = (),
+    ) -> bool:
+        """Do what `commit_run` does without blocking the running event loop."""
+        return await asyncio.to_thread(self.commit_run, expected, row, namespace, puts, deletes)
 
     def write(self, namespace: str, puts: Sequence[Record], deletes: Sequence[str] = ()) -> None:
         """Write records and delete ids atomically."""
@@ -189,6 +202,28 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections; the store may not be used afterwards."""
+
+
+def _conditional_run_write(
+    expected: RunRow,
+    row: RunRow,
+    namespace: str,
+    puts: Sequence[Record],
+    deletes: Sequence[str],
+) -> Callable[[Transaction], bool]:
+    """Return the work of `commit_run` for a store that checks the run inside a transaction."""
+
+    def work(transaction: Transaction) -> bool:
+        if transaction.get_run(expected.app, expected.run_id) != expected:
+            return False
+        transaction.put_run(row)
+        for record in puts:
+            transaction.put(namespace, record)
+        for record_id in deletes:
+            transaction.delete(namespace, record_id)
+        return True
+
+    return work
 
 
 def now() -> float:

@@ -80,6 +80,7 @@ class MemoryStore(Store):
 
     _shared: ClassVar[dict[str, _Tables]] = {}
     _shared_lock = threading.Lock()
+    reads_are_local = True
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url

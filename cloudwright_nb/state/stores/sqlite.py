@@ -4,10 +4,19 @@ The file runs in WAL mode so readers never wait for writers, with `synchronous=F
 committed write survives a power cut, not only a killed process. Every read-then-write happens
 in a `BEGIN IMMEDIATE` transaction, which takes the write lock up front: two processes never
 both read, then both fail to upgrade with "database is locked". They queue on the busy timeout.
+
+Within one process, writers that arrive while a transaction commits are grouped: the next
+writer in line runs every waiting piece of work in one transaction, each inside its own
+savepoint, and commits them with one sync. A piece of work that raises is rolled back alone and
+its caller gets the error; the others commit. Each caller returns only after the commit that
+holds its writes is on disk, so grouping changes the cost of a commit, never what it promises.
+Work sent from an event loop (`transact_async`) waits in the same line, with no thread of its
+own: a writer thread leads the groups it is in, so thousands of runs on one loop share commits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -16,7 +25,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ...errors import StoreError
-from .base import AppRow, Record, RunRow, Store, T, Transaction, context_namespace, now
+from .base import (
+    AppRow,
+    Record,
+    RunRow,
+    Store,
+    T,
+    Transaction,
+    _conditional_run_write,
+    context_namespace,
+    now,
+)
 
 log = logging.getLogger("cloudwright_nb")
 
@@ -144,7 +163,46 @@ def _get_run(db: sqlite3.Connection, app: str, run_id: str) -> RunRow | None:
     return RunRow(*row) if row else None
 
 
+class _Job:
+    """One caller's piece of work in a group commit, and what came of it."""
+
+    __slots__ = ("error", "finished", "future", "result", "wake", "work")
+
+    def __init__(self, work: Callable[[Transaction], object]) -> None:
+        self.work = work
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.finished = False
+        # Set for a caller that waits: when its group has committed, or when it leads next.
+        self.wake: threading.Event | None = None
+        # For a caller on an event loop, which the writer thread settles after the commit.
+        self.future: asyncio.Future[object] | None = None
+
+    def run(self, transaction: Transaction) -> bool:
+        """Do the work; return False if it raised, keeping the error for its caller."""
+        try:
+            self.result = self.work(transaction)
+        except Exception as error:
+            self.error = error
+            return False
+        return True
+
+
+def _settle(jobs: list[_Job]) -> None:
+    """Hand each finished job's result or error to the event loop task awaiting it."""
+    for job in jobs:
+        future = job.future
+        if future is None or future.done():
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.result)
+
+
 class SQLiteStore(Store):
+    reads_are_local = True
+
     def __init__(self, path: Path, url: str | None = None) -> None:
         self.path = Path(path)
         self.url = url or f"sqlite:///{self.path}"
@@ -153,6 +211,11 @@ class SQLiteStore(Store):
         self._connections_lock = threading.Lock()
         self._purger: threading.Thread | None = None
         self._closed = threading.Event()
+        self._group_lock = threading.Lock()
+        self._queue: list[_Job] = []
+        self._writing = False
+        self._writer: threading.Thread | None = None
+        self._writer_turn = threading.Event()
 
         created = not self.path.exists()
         try:
@@ -185,10 +248,15 @@ class SQLiteStore(Store):
         try:
             yield
         except sqlite3.DatabaseError as error:
-            raise StoreError(
-                f"cannot {action} store {self.url}: {error}; check that the file is a "
-                "cloudwright-nb database and its folder is writable"
-            ) from None
+            raise self._store_error(action, error) from None
+
+    def _store_error(self, action: str, error: BaseException) -> BaseException:
+        if not isinstance(error, sqlite3.DatabaseError):
+            return error
+        return StoreError(
+            f"cannot {action} store {self.url}: {error}; check that the file is a "
+            "cloudwright-nb database and its folder is writable"
+        )
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "connection", None)
@@ -210,17 +278,138 @@ class SQLiteStore(Store):
         return db
 
     def transact(self, work: Callable[[Transaction], T]) -> T:
-        with self._errors("write to"):
+        job = _Job(work)
+        with self._group_lock:
+            self._queue.append(job)
+            leading = not self._writing
+            if leading:
+                self._writing = True
+            else:
+                job.wake = threading.Event()
+        if job.wake is not None:
+            job.wake.wait()
+        if not job.finished:
+            # This caller leads the next group: its own work is in the queue it takes.
+            self._write_group()
+        self._start_purger()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    async def transact_async(self, work: Callable[[Transaction], T]) -> T:
+        job = _Job(work)
+        job.future = asyncio.get_running_loop().create_future()
+        with self._group_lock:
+            self._queue.append(job)
+            leading = not self._writing
+            if leading:
+                self._writing = True
+        if leading:
+            self._writer_leads()
+        self._start_purger()
+        return await job.future  # type: ignore[return-value]
+
+    async def commit_run_async(
+        self,
+        expected: RunRow,
+        row: RunRow,
+        namespace: str,
+        puts: Sequence[Record] = (),
+        deletes: Sequence[str] = (),
+    ) -> bool:
+        work = _conditional_run_write(expected, row, namespace, puts, deletes)
+        return await self.transact_async(work)
+
+    def _writer_leads(self) -> None:
+        """Have the writer thread lead the next group, for work sent from an event loop."""
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(
+                target=self._write_forever, name="cloudwright-nb writer", daemon=True
+            )
+            self._writer.start()
+        self._writer_turn.set()
+
+    def _write_forever(self) -> None:
+        while True:
+            self._writer_turn.wait()
+            self._writer_turn.clear()
+            with self._group_lock:
+                waiting = bool(self._queue)
+            if waiting:
+                # On a closed store the group fails with "store is closed", as a caller's would.
+                self._write_group()
+            if self._closed.is_set() and not self._writer_turn.is_set():
+                return
+
+    def _write_group(self) -> None:
+        with self._group_lock:
+            group, self._queue = self._queue, []
+        try:
+            self._commit(group)
+        except BaseException as error:
+            interrupted = StoreError(
+                f"the transaction holding this write to store {self.url} was interrupted "
+                f"({type(error).__name__}) before it committed; nothing was written, so retry"
+            )
+            for job in group:
+                if job.wake is not None:
+                    job.error = interrupted
+            raise
+        finally:
+            self._finish(group)
+            with self._group_lock:
+                following = self._queue[0] if self._queue else None
+                if following is None:
+                    self._writing = False
+            if following is not None and following.wake is not None:
+                following.wake.set()
+            elif following is not None:
+                self._writer_leads()
+
+    def _finish(self, group: list[_Job]) -> None:
+        """Wake every caller in a group that has committed or failed."""
+        settled: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in group:
+            job.finished = True
+            if job.wake is not None:
+                job.wake.set()
+            elif job.future is not None:
+                settled.setdefault(job.future.get_loop(), []).append(job)
+        for loop, jobs in settled.items():
+            with contextlib.suppress(RuntimeError):  # the loop has closed; nobody waits
+                loop.call_soon_threadsafe(_settle, jobs)
+
+    def _commit(self, group: list[_Job]) -> None:
+        """Run each job's work in one transaction and commit it; each job keeps its own error."""
+        try:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(_SQLiteTransaction(db))
-                db.execute("COMMIT")
-            except BaseException:
+        except (StoreError, sqlite3.DatabaseError) as error:
+            for job in group:
+                job.error = self._store_error("write to", error)
+            return
+        transaction = _SQLiteTransaction(db)
+        try:
+            if len(group) == 1:
+                written = group[0].run(transaction)
+            else:
+                for job in group:
+                    db.execute("SAVEPOINT job")
+                    if not job.run(transaction):
+                        db.execute("ROLLBACK TO job")
+                    db.execute("RELEASE job")
+                written = True
+            db.execute("COMMIT" if written else "ROLLBACK")
+        except BaseException as error:
+            # The whole group is lost: a failed COMMIT, or an interrupt while some work ran.
+            if db.in_transaction:
                 db.execute("ROLLBACK")
-                raise
-        self._start_purger()
-        return result
+            for job in group:
+                job.error = self._store_error("write to", error)
+            raise
+        for job in group:
+            if isinstance(job.error, sqlite3.DatabaseError):
+                job.error = self._store_error("write to", job.error)
 
     def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
         with self._errors("read"):
@@ -345,6 +534,9 @@ class SQLiteStore(Store):
         self._closed.set()
         if self._purger is not None and self._purger is not threading.current_thread():
             self._purger.join(timeout=30)
+        if self._writer is not None and self._writer is not threading.current_thread():
+            self._writer_turn.set()
+            self._writer.join(timeout=30)
         live = {thread.ident for thread in threading.enumerate()}
         me = threading.get_ident()
         with self._connections_lock:

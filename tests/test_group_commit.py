@@ -1,0 +1,193 @@
+"""Group commit in the SQLite store: writers waiting on one commit share the next one.
+
+Grouping is only worth having if it keeps every promise of a lone transaction, so these tests
+check that each caller still gets its own result or its own error, and that a failed piece of
+work leaves nothing behind while the rest of its group commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from cloudwright_nb import CloudWright, StoreError
+from cloudwright_nb.state.stores import Record
+from cloudwright_nb.state.stores.sqlite import SQLiteStore
+
+
+def _put(key: str, blob: bytes):
+    def work(transaction):
+        transaction.put("ns", Record(key, blob, None))
+        return key
+
+    return work
+
+
+def _increment(transaction) -> int:
+    found = transaction.read("ns", ["counter"])
+    value = int(found["counter"].blob) + 1 if found else 1
+    transaction.put("ns", Record("counter", str(value).encode(), None))
+    return value
+
+
+def _stored(store: SQLiteStore) -> dict[str, bytes]:
+    return {record.id: record.blob for record in store.scan("ns")}
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    opened = SQLiteStore(tmp_path / "store.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def group_sizes(store, monkeypatch) -> list[int]:
+    """The size of every group the store commits from now on."""
+    sizes: list[int] = []
+    commit = store._commit
+
+    def counted(group):
+        sizes.append(len(group))
+        commit(group)
+
+    monkeypatch.setattr(store, "_commit", counted)
+    return sizes
+
+
+def _queue_behind_a_held_commit(store: SQLiteStore, works: list) -> list:
+    """Run `works` from threads while another transaction is open, so they form one group.
+
+    Returns one (result, error) pair per work, in order.
+    """
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold(transaction):
+        inside.set()
+        assert release.wait(10)
+
+    outcomes: list = [None] * len(works)
+
+    def call(index: int) -> None:
+        try:
+            outcomes[index] = (store.transact(works[index]), None)
+        except Exception as error:
+            outcomes[index] = (None, error)
+
+    holder = threading.Thread(target=store.transact, args=(hold,))
+    holder.start()
+    assert inside.wait(10)
+    callers = [threading.Thread(target=call, args=(index,)) for index in range(len(works))]
+    for caller in callers:
+        caller.start()
+    deadline = time.monotonic() + 10
+    while len(store._queue) < len(works):
+        assert time.monotonic() < deadline, "the callers never queued"
+        time.sleep(0.001)
+    release.set()
+    holder.join(10)
+    for caller in callers:
+        caller.join(10)
+    return outcomes
+
+
+def test_work_that_raises_is_rolled_back_alone_and_its_group_commits(store):
+    def half_then_fail(transaction):
+        transaction.put("ns", Record("half", b"should vanish", None))
+        raise ValueError("refused")
+
+    outcomes = _queue_behind_a_held_commit(
+        store, [_put("first", b"1"), half_then_fail, _put("last", b"3")]
+    )
+
+    assert outcomes[0] == ("first", None)
+    assert isinstance(outcomes[1][1], ValueError)
+    assert str(outcomes[1][1]) == "refused"
+    assert outcomes[2] == ("last", None)
+    assert _stored(store) == {"first": b"1", "last": b"3"}
+
+
+def test_each_caller_in_a_group_gets_its_own_result(store):
+    works = [_put(f"key{index}", bytes([index])) for index in range(6)]
+
+    outcomes = _queue_behind_a_held_commit(store, works)
+
+    assert outcomes == [(f"key{index}", None) for index in range(6)]
+    assert _stored(store) == {f"key{index}": bytes([index]) for index in range(6)}
+
+
+def test_later_work_in_a_group_sees_earlier_work(store):
+    outcomes = _queue_behind_a_held_commit(store, [_increment] * 5)
+
+    assert sorted(result for result, _ in outcomes) == [1, 2, 3, 4, 5]
+    assert _stored(store) == {"counter": b"5"}
+
+
+def test_concurrent_increments_lose_nothing_and_share_commits(store, group_sizes):
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: store.transact(_increment), range(800)))
+
+    assert _stored(store) == {"counter": b"800"}
+    assert sum(group_sizes) == 800
+    assert len(group_sizes) < 800, "no two writers ever shared a commit"
+
+
+def test_a_closed_store_fails_every_caller_with_store_error(store):
+    store.close()
+
+    with pytest.raises(StoreError, match="is closed"):
+        store.transact(_put("late", b"x"))
+
+
+def test_work_from_an_event_loop_shares_commits_and_each_task_gets_its_outcome(store, group_sizes):
+    def refuse(transaction):
+        transaction.put("ns", Record("refused", b"x", None))
+        raise ValueError("refused")
+
+    async def main():
+        works = [_increment] * 300 + [refuse]
+        return await asyncio.gather(
+            *(store.transact_async(work) for work in works), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(main())
+
+    assert sorted(outcomes[:300]) == list(range(1, 301))
+    assert isinstance(outcomes[300], ValueError)
+    assert _stored(store) == {"counter": b"300"}
+    assert max(group_sizes) > 1
+
+
+def test_work_from_an_event_loop_on_a_closed_store_raises_store_error(store):
+    store.close()
+
+    with pytest.raises(StoreError, match="is closed"):
+        asyncio.run(store.transact_async(_put("late", b"x")))
+
+
+def test_many_runs_on_one_loop_all_finish_on_sqlite(sqlite_url, master_key):
+    CloudWright.configure(app="many", store=sqlite_url)
+    cloudflow = CloudWright.get_module("cloudflow")
+    checks: dict[str, list[int]] = {}
+
+    async def poll(context):
+        checks.setdefault(context.run_id, []).append(context.attempt)
+        return cloudflow.CONTINUE if context.attempt >= 3 else cloudflow.RERUN
+
+    async def main():
+        runs = [cloudflow.run(poll, interval="50ms") for _ in range(100)]
+        return await asyncio.gather(*runs)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ended = asyncio.run(main())
+
+    assert [run.status for run in ended] == ["succeeded"] * 100
+    assert sorted(map(tuple, checks.values())) == [(1, 2, 3)] * 100
