@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -11,6 +12,7 @@ from cloudwright_nb import CloudWright
 from cloudwright_nb.flow.context import Context
 from cloudwright_nb.flow.engine import MAX_KEPT_WAIT_SECONDS, Engine
 from cloudwright_nb.flow.runners.blocking import drive
+from cloudwright_nb.flow.steps import step_specs
 from test_flow import FakeClock, start
 
 
@@ -150,3 +152,53 @@ def test_long_step_renews_its_lease(cloudflow) -> None:
     assert "busy" in intruder.reason
     assert outcome["result"].ran_step is True
     assert outcome["result"].run.status == "succeeded"
+
+
+def test_started_run_holds_its_first_lease_and_runs_without_another_claim(engine, clock):
+    specs = step_specs([polls(1)])
+    steps = {spec.name: spec for spec in specs}
+
+    run, claim = engine.start(specs, inputs={}, interval=10, timeout=None, script=None)
+    other = engine.tick(run.id, steps, force=True)
+    result = engine.tick(run.id, steps, claimed=claim)
+
+    assert run.status == "running"
+    assert run.lease_holder == claim.holder
+    assert run.steps[0].checks == 1
+    assert other.ran_step is False
+    assert "busy" in other.reason
+    assert result.run.status == "succeeded"
+    assert result.run.steps[0].checks == 1
+    assert Context(CloudWright.vault(), run.id, "poll", 1, {}).get("seen") == [1]
+
+
+def test_started_run_whose_runner_vanished_is_taken_over_when_its_lease_ends(engine, clock):
+    specs = step_specs([polls(1)])
+    steps = {spec.name: spec for spec in specs}
+    run, _ = engine.start(specs, inputs={}, interval=10, timeout=None, script=None, budget=30)
+    clock.advance(31)
+
+    result = engine.tick(run.id, steps)
+
+    assert result.run.status == "succeeded"
+    assert result.run.steps[0].checks == 2
+
+
+def test_run_changed_by_another_writer_during_a_kept_wait_is_read_afresh(engine, clock):
+    run_id, steps = start(engine, polls(3), interval=10)
+    first = engine.tick(run_id, steps, keep_lease=True)
+    # Another process renews the lease from outside: the stored run no longer matches what
+    # this runner wrote, so the next check must use the run as stored, not its own copy.
+    stored = engine.store.get_run(engine.app, run_id)
+    engine.store.transact(
+        lambda transaction: transaction.put_run(
+            replace(stored, lease_expires_at=stored.lease_expires_at + 5)
+        )
+    )
+    clock.advance(10)
+
+    second = engine.tick(run_id, steps, keep_lease=True, kept=first.kept)
+
+    assert second.ran_step is True
+    assert second.run.steps[0].checks == 3
+    assert Context(CloudWright.vault(), run_id, "poll", 3, {}).get("seen") == [1, 2]

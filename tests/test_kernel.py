@@ -195,10 +195,10 @@ def test_panel_text_summarizes_the_run(kernel: Kernel) -> None:
 def test_runner_failure_lands_on_the_run(kernel: Kernel) -> None:
     kernel.execute(
         """
-def broken_commit(*args, **kwargs):
+async def broken_commit(*args, **kwargs):
     raise RuntimeError("store went away")
 run = cloudflow.run(launch, wait_for_job, report, interval="200ms")
-run.engine.commit = broken_commit
+run.engine.commit_async = broken_commit
 """
     )
 
@@ -280,7 +280,7 @@ def test_widget_messages_stay_bounded_with_200_runs(kernel: Kernel) -> None:
     kernel.execute(
         """
 def poll(context):
-    return cloudflow.CONTINUE if context.attempt >= 20 else cloudflow.RERUN.after(0.2)
+    return cloudflow.CONTINUE if context.attempt >= 60 else cloudflow.RERUN.after(0.2)
 runs = [cloudflow.run(poll, interval="200ms") for _ in range(200)]
 """
     )

@@ -13,16 +13,14 @@ of executing a step between them:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
 import secrets
-import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -38,10 +36,10 @@ from ..state.stores import RunRow, Transaction
 from ..state.stores.base import END_STATUSES, LIVE_STATUSES, now
 from ..state.vault import Vault
 from .context import Context
-from .lease import KEEPER, holder_alive, new_holder
+from .lease import Renewing, holder_alive, new_holder
 from .model import FlowRun, RunDetails, StepRecord, ended_word
 from .outcomes import CONTINUE, FAIL, RERUN, Outcome, StepOptions
-from .output import capture_output
+from .output import CapturedOutput
 from .recording import NeedsTransaction, RecordingTransaction
 from .steps import StepSpec, check_run_id, new_run_id
 
@@ -68,12 +66,17 @@ class Claim:
     tick_started: float
     budget: float
     events: list[str] = field(default_factory=list)
-    lease_lost: threading.Event = field(default_factory=threading.Event)
+    # Set by the lease keeper's thread when a renewal finds the lease taken.
+    lease_lost: bool = False
     # A runner that loops keeps the lease while a step waits to be checked again (see _wait).
     keep_lease: bool = False
     # On a kept lease, the run as read just before the step ran: the commit writes only if
     # the stored run is still exactly this.
     expected: RunRow | None = None
+    # The run as this runner last wrote it. On a kept lease, with its details too, so that a
+    # check finding the run unchanged needs no decryption; the details serve one commit.
+    written: RunRow | None = None
+    details: RunDetails | None = None
 
 
 @dataclass
@@ -142,8 +145,7 @@ class Engine:
     def _put(
         self, transaction: Transaction, row: RunRow, details: RunDetails, **changes: Any
     ) -> RunRow:
-        row = replace(row, updated_at=self.clock(), **changes)
-        row = replace(row, blob=self._seal(row.run_id, details))
+        row = replace(row, updated_at=self.clock(), blob=self._seal(row.run_id, details), **changes)
         transaction.put_run(row)
         return row
 
@@ -187,6 +189,41 @@ class Engine:
         script: str | None,
         run_id: str | None = None,
     ) -> FlowRun:
+        """Create a run that waits for its first tick."""
+        run, _ = self._create(specs, inputs, interval, timeout, script, run_id, None)
+        return run
+
+    def start(
+        self,
+        specs: Sequence[StepSpec],
+        *,
+        inputs: Mapping[str, Any],
+        interval: float,
+        timeout: float | None,
+        script: str | None,
+        run_id: str | None = None,
+        budget: float = DEFAULT_BUDGET_SECONDS,
+    ) -> tuple[FlowRun, Claim]:
+        """Create a run already holding the lease for its first step, in one transaction.
+
+        Pass the claim to `tick` as `claimed`: the first step then runs with no transaction
+        of its own to take the lease.
+        """
+        run, claim = self._create(specs, inputs, interval, timeout, script, run_id, budget)
+        assert claim is not None
+        return run, claim
+
+    def _create(
+        self,
+        specs: Sequence[StepSpec],
+        inputs: Mapping[str, Any],
+        interval: float,
+        timeout: float | None,
+        script: str | None,
+        run_id: str | None,
+        budget: float | None,
+    ) -> tuple[FlowRun, Claim | None]:
+        """Write a new run; with a `budget`, also take its first step's lease for that long."""
         moment = self.clock()
         details = RunDetails(
             steps=[StepRecord(spec.name, spec.source_hash) for spec in specs],
@@ -196,7 +233,7 @@ class Engine:
             script=script,
         )
 
-        def work(transaction: Transaction) -> RunRow:
+        def work(transaction: Transaction) -> tuple[RunRow, Claim | None]:
             chosen = check_run_id(run_id) if run_id else new_run_id(moment)
             while transaction.get_run(self.app, chosen) is not None:
                 if run_id:
@@ -216,11 +253,15 @@ class Engine:
                 expires_at=None,
                 blob=b"",
             )
-            return self._put(transaction, row, details)
+            if budget is None:
+                return self._put(transaction, row, details), None
+            holder = new_holder(secrets.token_hex(4))
+            claim = self._take(transaction, row, details, holder, moment, moment, budget, [])
+            return claim.written, claim
 
-        row = self.store.transact(work)
+        row, claim = self.store.transact(work)
         log.debug("run %s created with steps %s", row.run_id, ", ".join(details.step_names))
-        return self._view(row, details)
+        return self._view(row, details), claim
 
     def attach(self, run_id: str, specs: Sequence[StepSpec]) -> FlowRun:
         """Check that `specs` are the steps the run started with, and return the run."""
@@ -334,16 +375,20 @@ class Engine:
         echo: Callable[[str], None] | None = None,
         keep_lease: bool = False,
         kept: Claim | None = None,
+        claimed: Claim | None = None,
     ) -> TickResult:
         """Execute the run's current step, and the next ones while they CONTINUE and time allows.
 
         `echo` receives each step transition as it happens. With `keep_lease`, a step that
         reruns keeps the lease until its next check and the result carries it as `kept`; pass
-        that to the next tick to skip taking the lease again.
+        that to the next tick to skip taking the lease again. `claimed` is the claim `start`
+        returned, for the run's first tick.
         """
         show = _EventEcho(echo)
-        claim: Claim | TickResult | None = None
-        if kept is not None:
+        claim: Claim | TickResult | None = claimed
+        if claimed is not None:
+            claimed.keep_lease = keep_lease
+        elif kept is not None:
             claim = self._reclaim(kept, steps, force)
         if claim is None:
             claim = self.claim(run_id, steps, force=force, budget=budget, keep_lease=keep_lease)
@@ -365,10 +410,17 @@ class Engine:
         keep_lease: bool = False,
         kept: Claim | None = None,
     ) -> TickResult:
-        """Do what `tick` does on an event loop: store calls and plain steps use worker threads."""
+        """Do what `tick` does on an event loop, which it never blocks for long.
+
+        Plain steps run in worker threads. Commits go through the store's `transact_async`, so
+        a store can group the commits of many runs. A local store's one-read check of a kept
+        lease is made on the loop's thread; other store calls use worker threads.
+        """
         show = _EventEcho(echo)
         claim: Claim | TickResult | None = None
-        if kept is not None:
+        if kept is not None and self.store.reads_are_local:
+            claim = self._reclaim(kept, steps, force)
+        elif kept is not None:
             claim = await asyncio.to_thread(self._reclaim, kept, steps, force)
         if claim is None:
             claim = await asyncio.to_thread(
@@ -379,7 +431,7 @@ class Engine:
         while isinstance(claim, Claim):
             show(claim.events)
             result = await self.execute_async(steps[claim.step_name], claim)
-            claim = await asyncio.to_thread(self.commit, claim, steps, result)
+            claim = await self.commit_async(claim, steps, result)
         show(claim.events)
         return claim
 
@@ -460,7 +512,8 @@ class Engine:
             or (row.lease_expires_at or 0) <= moment
         ):
             return None
-        details = self._open(row)
+        unchanged = kept.details is not None and row == kept.written
+        details = kept.details if unchanged else self._open(row)
         if not force and row.next_check_at is not None and row.next_check_at > moment:
             when = datetime.fromtimestamp(row.next_check_at, timezone.utc)
             result = self._skip(
@@ -482,7 +535,12 @@ class Engine:
         if step_timed_out or run_timed_out:
             return None
         return replace(
-            kept, tick_started=moment, expected=row, events=[], lease_lost=threading.Event()
+            kept,
+            tick_started=moment,
+            expected=row,
+            details=details,
+            events=[],
+            lease_lost=False,
         )
 
     def release(self, claim: Claim) -> None:
@@ -525,7 +583,7 @@ class Engine:
         step.status = "running"
         step.first_check_at = step.first_check_at or moment
         step.last_check_at = moment
-        self._put(
+        row = self._put(
             transaction,
             row,
             details,
@@ -543,6 +601,7 @@ class Engine:
             tick_started=tick_started,
             budget=budget,
             events=events,
+            written=row,
         )
 
     def _apply_limits(
@@ -633,7 +692,7 @@ class Engine:
         started = time.perf_counter()
         error = None
         value = None
-        with capture_output(echo=not self.log_output) as output, self.renewing(claim):
+        with CapturedOutput(echo=not self.log_output) as output, self.renewing(claim):
             try:
                 value = spec.function(context)
                 if inspect.isawaitable(value):
@@ -670,31 +729,16 @@ class Engine:
         started = time.perf_counter()
         error = None
         value = None
-        renewer = asyncio.ensure_future(self._renew_forever(claim))
-        try:
-            with capture_output(echo=not self.log_output) as output:
-                try:
-                    value = await spec.function(context)
-                except Exception as raised:
-                    error = raised
-        finally:
-            renewer.cancel()
+        with CapturedOutput(echo=not self.log_output) as output, self.renewing(claim):
+            try:
+                value = await spec.function(context)
+            except Exception as raised:
+                error = raised
         return self._step_result(claim, value, error, started, output, context)
 
-    async def _renew_forever(self, claim: Claim) -> None:
-        while True:
-            await asyncio.sleep(claim.budget / 3)
-            if not await asyncio.to_thread(self.renew, claim):
-                return
-
-    @contextlib.contextmanager
-    def renewing(self, claim: Claim) -> Iterator[None]:
+    def renewing(self, claim: Claim) -> Renewing:
         """Extend the lease every third of the budget until the block ends."""
-        ticket = KEEPER.keep(lambda: self.renew(claim), claim.budget / 3)
-        try:
-            yield
-        finally:
-            KEEPER.release(ticket)
+        return Renewing(functools.partial(self.renew, claim), claim.budget / 3)
 
     def renew(self, claim: Claim) -> bool:
         """Extend the claim's lease; return False (and mark the claim) if it was lost."""
@@ -708,20 +752,49 @@ class Engine:
 
         held = self.store.transact(work)
         if not held:
-            claim.lease_lost.set()
+            claim.lease_lost = True
         return held
 
     def commit(
         self, claim: Claim, steps: Mapping[str, StepSpec], result: StepResult
     ) -> Claim | TickResult:
         """Record the step's outcome and context writes, if the lease is still ours."""
+        work = self._commit_work(claim, steps, result)
+        outcome = None
+        if claim.expected is not None:
+            recorded = self._record_kept(claim, work)
+            if recorded is not None and self.store.commit_run(*recorded[1]):
+                outcome = recorded[0]
+        if outcome is None:
+            outcome = self.store.transact(work)
+        return _ran_step(outcome)
+
+    async def commit_async(
+        self, claim: Claim, steps: Mapping[str, StepSpec], result: StepResult
+    ) -> Claim | TickResult:
+        """Do what `commit` does, through the store's calls for an event loop."""
+        work = self._commit_work(claim, steps, result)
+        outcome = None
+        if claim.expected is not None:
+            recorded = self._record_kept(claim, work)
+            if recorded is not None and await self.store.commit_run_async(*recorded[1]):
+                outcome = recorded[0]
+        if outcome is None:
+            outcome = await self.store.transact_async(work)
+        return _ran_step(outcome)
+
+    def _commit_work(
+        self, claim: Claim, steps: Mapping[str, StepSpec], result: StepResult
+    ) -> Callable[[Transaction], Claim | TickResult]:
         events = claim.events
         puts, deletes = result.context.pending_writes()
         context_namespace = self.vault.context_namespace(claim.run_id)
 
         def work(transaction: Transaction) -> Claim | TickResult:
             row = self._row(transaction, claim.run_id)
-            details = self._open(row)
+            details, claim.details = claim.details, None
+            if details is None or row is not claim.expected:
+                details = self._open(row)
             moment = self.clock()
             if claim.expected is not None:
                 # The check was taken with the kept lease; this is when it ran.
@@ -816,7 +889,7 @@ class Engine:
             row, ended = self._apply_limits(transaction, row, details, steps, moment, events)
             if ended is not None:
                 return ended
-            if moment - claim.tick_started < claim.budget / 2 and not claim.lease_lost.is_set():
+            if moment - claim.tick_started < claim.budget / 2 and not claim.lease_lost:
                 chained = self._take(
                     transaction,
                     row,
@@ -832,20 +905,16 @@ class Engine:
             row = self._put(transaction, row, details, lease_holder=None, lease_expires_at=None)
             return self._skip(row, details, "the tick's time budget is spent", events=events)
 
-        outcome = self._commit_kept(claim, work) if claim.expected is not None else None
-        if outcome is None:
-            outcome = self.store.transact(work)
-        if isinstance(outcome, TickResult):
-            outcome.ran_step = True
-        return outcome
+        return work
 
-    def _commit_kept(
+    def _record_kept(
         self, claim: Claim, work: Callable[[Transaction], Claim | TickResult]
-    ) -> Claim | TickResult | None:
-        """Commit with one conditional write against the run read before the step ran.
+    ) -> tuple[Claim | TickResult, tuple[Any, ...]] | None:
+        """Prepare a commit as one conditional write against the run read before the step ran.
 
-        Returns None when that is not possible (the run changed meanwhile, or the outcome ends
-        the run), and the caller commits in a transaction instead.
+        Returns the outcome and the arguments of `commit_run`, or None when one write cannot
+        do (the outcome ends the run, for example), and the caller commits in a transaction.
+        If `commit_run` then finds the run changed meanwhile, the caller does the same.
         """
         assert claim.expected is not None
         recorder = RecordingTransaction(claim.expected, self.vault.context_namespace(claim.run_id))
@@ -855,10 +924,13 @@ class Engine:
             return None
         if recorder.run is None:
             return None
-        written = self.store.commit_run(
-            claim.expected, recorder.run, recorder.namespace, recorder.puts, recorder.deletes
+        return outcome, (
+            claim.expected,
+            recorder.run,
+            recorder.namespace,
+            recorder.puts,
+            recorder.deletes,
         )
-        return outcome if written else None
 
     def _wait(
         self,
@@ -918,6 +990,8 @@ class Engine:
             tick_started=moment,
             budget=claim.budget,
             keep_lease=True,
+            written=row,
+            details=details,
         )
         return result
 
@@ -989,6 +1063,12 @@ def _grown_delay(options: StepOptions, run_interval: float, count: int) -> float
 
 def _error_record(step: str, kind: str, message: str, trace: str | None = None) -> dict[str, Any]:
     return {"step": step, "type": kind, "message": message, "traceback": trace}
+
+
+def _ran_step(outcome: Claim | TickResult) -> Claim | TickResult:
+    if isinstance(outcome, TickResult):
+        outcome.ran_step = True
+    return outcome
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -58,18 +58,22 @@ class LeaseKeeper:
         self._wake = threading.Condition()
         self._due: dict[int, tuple[float, Callable[[], bool], float]] = {}
         self._thread: threading.Thread | None = None
+        # When the thread will next look at the tickets, so keep() wakes it only if sooner.
+        self._next_look = float("inf")
 
     def keep(self, renew: Callable[[], bool], period: float) -> int:
         """Call `renew()` every `period` seconds until it returns False or `release` is called."""
         with self._wake:
             ticket = next(_tickets)
-            self._due[ticket] = (time.monotonic() + period, renew, period)
+            due_at = time.monotonic() + period
+            self._due[ticket] = (due_at, renew, period)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="cloudwright-nb leases", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            if due_at < self._next_look:
+                self._wake.notify()
             return ticket
 
     def release(self, ticket: int) -> None:
@@ -83,7 +87,10 @@ class LeaseKeeper:
                 due = [(ticket, renew) for ticket, (at, renew, _) in self._due.items() if at <= now]
                 if not due:
                     wait = min((at for at, _, _ in self._due.values()), default=now + 60) - now
+                    self._next_look = now + max(wait, 0.01)
                     self._wake.wait(max(wait, 0.01))
+                    # Awake, it looks at every ticket before it waits again: no need to wake it.
+                    self._next_look = float("-inf")
                     continue
             for ticket, renew in due:
                 try:
@@ -103,3 +110,19 @@ class LeaseKeeper:
 
 _tickets = itertools.count()
 KEEPER = LeaseKeeper()
+
+
+class Renewing:
+    """While its block runs, the shared keeper calls `renew()` every `period` seconds."""
+
+    __slots__ = ("_period", "_renew", "_ticket")
+
+    def __init__(self, renew: Callable[[], bool], period: float) -> None:
+        self._renew = renew
+        self._period = period
+
+    def __enter__(self) -> None:
+        self._ticket = KEEPER.keep(self._renew, self._period)
+
+    def __exit__(self, *exc_info: object) -> None:
+        KEEPER.release(self._ticket)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +60,10 @@ class RunDetails:
     ended_at: float | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # The fields are plain JSON values already, so serialize them as they are: asdict()
+        # would deep-copy every step's lists first, and a run is sealed on every tick.
+        plain = {**vars(self), "steps": [vars(step) for step in self.steps]}
+        return json.dumps(plain, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> RunDetails:

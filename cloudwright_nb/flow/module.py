@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..durations import Duration, parse_duration
 from ..errors import ConfigurationError, RunNotFoundError, RunStateError, StepMismatchError
-from .engine import Engine
+from .engine import Claim, Engine
 from .model import FlowRun, ended_word
 from .outcomes import CONTINUE, FAIL, RERUN, step
 from .runners.blocking import drive
@@ -76,24 +76,30 @@ class CloudFlow:
             )
         if remote:
             return self._run_remote(remote, specs, run_id, inputs)
+        live = _running_loop() is not None
+        claimed = None
         if run_id and engine.store.get_run(engine.app, run_id) is not None:
             run = engine.attach(run_id, specs)
             print(f"[{run.id}] resuming at step {run.current_step}")
         else:
             script = self._runtime.script or _main_script()
-            run = engine.create(
-                specs,
-                inputs=self._runtime.inputs if inputs is None else inputs,
-                interval=interval_seconds,
-                timeout=timeout_seconds,
-                script=str(script) if script else None,
-                run_id=run_id,
-            )
+            fields = {
+                "inputs": self._runtime.inputs if inputs is None else inputs,
+                "interval": interval_seconds,
+                "timeout": timeout_seconds,
+                "script": str(script) if script else None,
+                "run_id": run_id,
+            }
+            # Driven right here, the run is created holding its first step's lease.
+            if live:
+                run = engine.create(specs, **fields)
+            else:
+                run, claimed = engine.start(specs, **fields)
             print(f"[{run.id}] run started with steps {', '.join(run.step_names)}")
 
-        if _running_loop() is not None:
+        if live:
             return self._start_live(run, specs)
-        run = self._drive(run.id, specs)
+        run = self._drive(run.id, specs, claimed)
         if run.status in ("failed", "cancelled") and _called_from_main():
             raise SystemExit(1)
         return run
@@ -211,8 +217,8 @@ class CloudFlow:
             return self._start_live(run, specs)
         return self._drive(run.id, specs)
 
-    def _drive(self, run_id: str, specs: list[StepSpec]) -> FlowRun:
-        run = drive(self.engine, run_id, {spec.name: spec for spec in specs})
+    def _drive(self, run_id: str, specs: list[StepSpec], claimed: Claim | None = None) -> FlowRun:
+        run = drive(self.engine, run_id, {spec.name: spec for spec in specs}, claimed=claimed)
         print(f"[{run_id}] run {run.status}")
         if run.error:
             print(f"[{run_id}] error in step {run.error['step']}: {run.error['message']}")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import io
 import sys
 import threading
-from collections.abc import Iterator
 from typing import TextIO
 
 _capture: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
@@ -43,6 +41,8 @@ class _Tee(io.TextIOBase):
 def _install() -> None:
     # Installed on the first step, never at import, and only once: the context variable
     # decides per thread or task whose buffer a write lands in.
+    if isinstance(sys.stdout, _Tee) and isinstance(sys.stderr, _Tee):
+        return
     with _install_lock:
         if not isinstance(sys.stdout, _Tee):
             sys.stdout = _Tee(sys.stdout)
@@ -50,20 +50,29 @@ def _install() -> None:
             sys.stderr = _Tee(sys.stderr)
 
 
-@contextlib.contextmanager
-def capture_output(echo: bool = True) -> Iterator[list[str]]:
-    """Collect the text printed inside the block; yields a list that fills with lines.
+class CapturedOutput:
+    """Collect the text printed inside the block; `with` gives a list that fills with lines.
 
-    With `echo`, the text also reaches the real stdout or stderr as it is printed.
+    With `echo`, the text also reaches the real stdout or stderr as it is printed. A class
+    rather than a generator, because every check of every step enters it.
     """
-    _install()
-    chunks: list[str] = []
-    token = _capture.set(chunks)
-    echo_token = _echo.set(echo)
-    lines: list[str] = []
-    try:
-        yield lines
-    finally:
-        _capture.reset(token)
-        _echo.reset(echo_token)
-        lines.extend(line for line in "".join(chunks).splitlines() if line.strip())
+
+    __slots__ = ("_chunks", "_echo", "_echo_token", "_lines", "_token")
+
+    def __init__(self, echo: bool = True) -> None:
+        self._echo = echo
+        self._chunks: list[str] = []
+        self._lines: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        _install()
+        self._token = _capture.set(self._chunks)
+        self._echo_token = _echo.set(self._echo)
+        return self._lines
+
+    def __exit__(self, *exc_info: object) -> None:
+        _capture.reset(self._token)
+        _echo.reset(self._echo_token)
+        if self._chunks:
+            text = "".join(self._chunks)
+            self._lines.extend(line for line in text.splitlines() if line.strip())

@@ -18,11 +18,13 @@ def drive(
     steps: Mapping[str, StepSpec],
     echo: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
+    claimed: Claim | None = None,
 ) -> FlowRun:
     """Tick `run_id` until it ends, printing each step transition, and return the ended run.
 
     The runner keeps a rerunning step's lease through short waits, so each later check costs
-    one read and one conditional write instead of two transactions.
+    one read and one conditional write instead of two transactions. `claimed` is the claim
+    `Engine.start` returned for a run this runner just created.
     """
     announced_holder = None
     kept: Claim | None = None
@@ -34,7 +36,9 @@ def drive(
                 echo=lambda event: echo(f"[{run_id}] {event}"),
                 keep_lease=True,
                 kept=kept,
+                claimed=claimed,
             )
+            claimed = None
             kept = result.kept
             if result.run.done:
                 return result.run

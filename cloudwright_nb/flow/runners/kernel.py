@@ -8,7 +8,6 @@ loop, so neither the kernel nor its widgets freeze while a step works.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import traceback
@@ -42,7 +41,7 @@ class LiveRun(FlowRun):
         self.dispatch_error: str | None = None
         self._task: asyncio.Task[FlowRun] | None = None
         self._listeners: list[Listener] = []
-        self._wake = asyncio.Event()
+        self._waking: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"<LiveRun {self.id} {self.status} step {self.current_step!r}>"
@@ -65,7 +64,7 @@ class LiveRun(FlowRun):
 
     def wake(self) -> None:
         """Cut the current wait short, after a cancel or retry from elsewhere."""
-        self._wake.set()
+        _resolve(self._waking)
 
     @property
     def running(self) -> bool:
@@ -93,9 +92,20 @@ class LiveRun(FlowRun):
         return asyncio.shield(self._task).__await__()
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), max(seconds, 0))
+        # One timer handle and one future: a kernel may drive thousands of runs at once.
+        loop = asyncio.get_running_loop()
+        self._waking = loop.create_future()
+        timer = loop.call_later(max(seconds, 0), _resolve, self._waking)
+        try:
+            await self._waking
+        finally:
+            timer.cancel()
+            self._waking = None
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 async def _finished(task: asyncio.Task[FlowRun]) -> FlowRun:
@@ -122,6 +132,7 @@ class KernelRunner:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[FlowRun]] = set()
         self._runs: dict[asyncio.Task[FlowRun], LiveRun] = {}
+        self._by_id: dict[str, LiveRun] = {}
 
     @classmethod
     def shared(cls) -> KernelRunner:
@@ -136,11 +147,8 @@ class KernelRunner:
 
     def driving(self, run_id: str) -> LiveRun | None:
         """Return the live run this kernel is already driving under `run_id`, if any."""
-        for task in self._tasks:
-            live = self._runs.get(task)
-            if live is not None and live.id == run_id and not task.done():
-                return live
-        return None
+        live = self._by_id.get(run_id)
+        return live if live is not None and live.running else None
 
     def start(self, live: LiveRun) -> LiveRun:
         """Drive `live` on the running loop; the task is kept until the run ends."""
@@ -152,9 +160,15 @@ class KernelRunner:
     def _keep(self, task: asyncio.Task[FlowRun], live: LiveRun) -> None:
         self._tasks.add(task)
         self._runs[task] = live
+        self._by_id[live.id] = live
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda done: self._runs.pop(done, None))
+        task.add_done_callback(lambda done: self._forget(done, live))
         live._task = task
+
+    def _forget(self, task: asyncio.Task[FlowRun], live: LiveRun) -> None:
+        self._runs.pop(task, None)
+        if self._by_id.get(live.id) is live:
+            del self._by_id[live.id]
 
     def start_remote(self, live: LiveRun, url: str) -> LiveRun:
         """Follow `live` while a function at `url` executes its ticks."""
