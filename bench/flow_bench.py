@@ -1,15 +1,17 @@
-"""CloudFlow runs per second on SQLite against DBOS Transact workflows on SQLite, in one process.
+"""CloudFlow on SQLite: runs per second against DBOS Transact, then many runs at once.
 
-    python bench/flow_bench.py            # real sizes, about half a minute
+    python bench/flow_bench.py            # real sizes, several minutes
     python bench/flow_bench.py --quick    # tiny sizes, a few seconds
+    python bench/flow_bench.py --part b --runs 2000   # part (b) alone, at another size
 
 (a) Sequential runs. Each run has three steps that return CONTINUE at once. Three sides take
 turns in every round:
 
 - `cloudflow.run`: what a script calls. It creates the run and drives it to its end with the
   blocking runner. Its printed lines go to a buffer, so a terminal's speed does not count.
-- `engine`: `Engine.create` then one `Engine.tick`, which chains the three steps. This skips
-  the per-call work of `cloudflow.run`: checking the step functions and hashing their source.
+- `engine`: `Engine.start` (which creates the run holding its first step's lease) then one
+  `Engine.tick`, which chains the three steps. This skips the per-call work of
+  `cloudflow.run`: checking the step functions and hashing their source.
 - `dbos`: the same three steps as a DBOS workflow, with DBOS's system database in a SQLite file
   in a temporary folder (`system_database_url`, as DBOSConfig documents it). DBOS is launched
   in this process, so its background threads run during every side's turn.
@@ -17,15 +19,31 @@ turns in every round:
 Every side runs at its own default SQLite settings, which are printed as each connection has
 them.
 
-(b) 10,000 concurrent async runs is not measured yet. Its place is marked at the end of report().
+(b) Many concurrent runs in one process, as a notebook drives them: 10,000 runs, each started
+with `cloudflow.run` inside a running event loop and a single step that returns RERUN with a
+one-second interval until a minute has passed since its first check. It runs once with an
+`async def` step and once with a plain step, each in a fresh interpreter, so each variant's
+peak resident memory is its own. Each prints the ticks per second once every run has started,
+the 50th and 99th percentile of how late a check came, and the peak resident memory.
+
+A check's lateness is the time since the run's previous check, less the one-second interval,
+counted for checks after the last run started. It is an upper bound: the next check is due one
+second after the previous one committed, and this measure also counts the step and its commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
+import itertools
+import json
+import resource
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
@@ -43,10 +61,14 @@ from harness import (
     use_throwaway_master_key,
 )
 
-from cloudwright_nb import CONTINUE, CloudWright
+from cloudwright_nb import CONTINUE, RERUN, CloudWright
 from cloudwright_nb.flow.steps import step_specs
 
 TARGET = 10.0
+MANY_RUNS = 10_000
+MANY_SECONDS = 60.0
+LATENESS_TARGET_SECONDS = 1.0
+MEMORY_TARGET_MB = 300.0
 
 
 def first(context):
@@ -104,8 +126,8 @@ def engine_trial(runs: int) -> Callable[[], int]:
 
     def trial() -> int:
         for _ in range(runs):
-            run = engine.create(specs, inputs={}, interval=1, timeout=None, script=None)
-            result = engine.tick(run.id, steps)
+            run, claim = engine.start(specs, inputs={}, interval=1, timeout=None, script=None)
+            result = engine.tick(run.id, steps, claimed=claim)
             assert result.run.status == "succeeded", result.run.status
         return runs
 
@@ -136,11 +158,30 @@ def main() -> None:
     parser.add_argument(
         "--sides",
         default="cloudflow.run,engine,dbos",
-        help="comma-separated sides to run, for profiling one (default: all)",
+        help="comma-separated sides of part (a) to run, for profiling one (default: all)",
     )
+    parser.add_argument("--part", choices=("a", "b", "both"), default="both")
+    parser.add_argument("--runs", type=int, help=f"part (b) runs (default {MANY_RUNS:,})")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help=f"how long each part (b) run reruns (default {MANY_SECONDS:g})",
+    )
+    parser.add_argument("--variant", choices=("async", "plain"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    chosen = arguments.sides.split(",")
-    rounds, runs = (5, 5) if arguments.quick else (7, 200)
+    many_runs = arguments.runs or (50 if arguments.quick else MANY_RUNS)
+    many_seconds = arguments.seconds or (3.0 if arguments.quick else MANY_SECONDS)
+    if arguments.variant:
+        print(json.dumps(many_runs_variant(arguments.variant, many_runs, many_seconds)))
+        return
+    if arguments.part in ("a", "both"):
+        sequential(arguments.quick, arguments.sides.split(","))
+    if arguments.part in ("b", "both"):
+        concurrent(many_runs, many_seconds)
+
+
+def sequential(quick: bool, chosen: list[str]) -> None:
+    rounds, runs = (5, 5) if quick else (7, 200)
 
     use_throwaway_master_key()
     with tempfile.TemporaryDirectory(prefix="flow-bench-") as folder_name:
@@ -190,8 +231,108 @@ def report(folder: Path, chosen: list[str], rounds: int, runs: int) -> None:
         if "cloudflow.run" in chosen:
             print_target("cloudflow.run / dbos", rates["cloudflow.run"] / rates["dbos"], TARGET)
 
-    # NOTE: part (b), 10,000 concurrent async runs against DBOS, is not written yet. It belongs
-    # here, and until then this benchmark measures sequential runs only.
+
+def concurrent(runs: int, seconds: float) -> None:
+    print()
+    print(f"(b) {runs:,} concurrent runs, each rerunning every second for {seconds:g} s")
+    for variant in ("async", "plain"):
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--variant",
+                variant,
+                "--runs",
+                str(runs),
+                "--seconds",
+                str(seconds),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if child.returncode != 0:
+            raise SystemExit(f"the {variant} variant failed:\n{child.stderr}")
+        figures = json.loads(child.stdout.splitlines()[-1])
+        print(
+            f"{variant + ' steps':<13} started in {figures['start_seconds']:.1f} s, "
+            f"{figures['ticks_per_second']:,.0f} ticks/s, late p50 {figures['late_p50']:.3f} s, "
+            f"p99 {figures['late_p99']:.3f} s, max {figures['late_max']:.3f} s, "
+            f"peak memory {figures['peak_mb']:.0f} MB, {figures['succeeded']:,} runs succeeded"
+        )
+        print_ratio(
+            f"{variant} steps, ticks per second / {runs:,} (one per run per second)",
+            figures["ticks_per_second"] / runs,
+        )
+        if variant == "async":
+            late, memory = figures["late_p99"], figures["peak_mb"]
+            verdict = "met" if late < LATENESS_TARGET_SECONDS else "missed"
+            print(
+                f"target async p99 lateness < {LATENESS_TARGET_SECONDS:g} s: "
+                f"{verdict} ({late:.3f} s)"
+            )
+            verdict = "met" if memory < MEMORY_TARGET_MB else "missed"
+            print(
+                f"target async peak memory < {MEMORY_TARGET_MB:g} MB: {verdict} ({memory:.0f} MB)"
+            )
+
+
+def many_runs_variant(variant: str, runs: int, seconds: float) -> dict[str, float]:
+    """Drive `runs` runs on one event loop in this process and return what was measured."""
+    use_throwaway_master_key()
+    checks: dict[str, list[float]] = {}
+
+    def check(context) -> object:
+        moment = time.time()
+        times = checks.setdefault(context.run_id, [])
+        times.append(moment)
+        return CONTINUE if moment - times[0] >= seconds else RERUN
+
+    async def poll_async(context):
+        return check(context)
+
+    def poll(context):
+        return check(context)
+
+    step = poll_async if variant == "async" else poll
+
+    async def drive() -> tuple[float, float, int]:
+        cloudflow = CloudWright.get_module("cloudflow")
+        began = time.time()
+        live = [cloudflow.run(step, interval="1s") for _ in range(runs)]
+        started = time.time()
+        ended = await asyncio.gather(*live)
+        return began, started, sum(run.status == "succeeded" for run in ended)
+
+    with tempfile.TemporaryDirectory(prefix="flow-bench-many-") as folder:
+        CloudWright.configure(app="bench", store=f"sqlite:///{Path(folder, 'store.db')}")
+        with contextlib.redirect_stdout(io.StringIO()):
+            began, started, succeeded = asyncio.run(drive())
+        CloudWright.get_module("cloudflow").engine.store.close()
+
+    late = sorted(
+        later - earlier - 1.0
+        for times in checks.values()
+        for earlier, later in itertools.pairwise(times)
+        if earlier >= started
+    )
+    steady = [moment for times in checks.values() for moment in times if moment >= started]
+    span = max(steady) - started if steady else 0.0
+    return {
+        "start_seconds": started - began,
+        "ticks_per_second": len(steady) / span if span else 0.0,
+        "late_p50": _percentile(late, 0.50),
+        "late_p99": _percentile(late, 0.99),
+        "late_max": late[-1] if late else 0.0,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "succeeded": succeeded,
+    }
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 if __name__ == "__main__":

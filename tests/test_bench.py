@@ -17,7 +17,12 @@ EXPECTED_RATIOS = {
         for operation in ("set", "get", "get_many", "set_many")
         for peer in ("diskcache", "sqlitedict", "diskcache FULL", "sqlite3 FULL")
     ],
-    "flow_bench.py": ["cloudflow.run / dbos", "engine / dbos"],
+    "flow_bench.py": [
+        "cloudflow.run / dbos",
+        "engine / dbos",
+        "async steps, ticks per second / 50 (one per run per second)",
+        "plain steps, ticks per second / 50 (one per run per second)",
+    ],
     "cold_start.py": [
         "cold start, cloudwright-nb / functions_framework",
         "imports only, cloudwright-nb / functions_framework",
