@@ -4,8 +4,8 @@
     python bench/flow_bench.py --quick    # tiny sizes, a few seconds
     python bench/flow_bench.py --part b --runs 2000   # part (b) alone, at another size
 
-(a) Sequential runs. Each run has three steps that return CONTINUE at once. Three sides take
-turns in every round:
+(a) Runs of three steps that return CONTINUE at once, one after another and then many at once.
+Five sides take turns in every round:
 
 - `cloudflow.run`: what a script calls. It creates the run and drives it to its end with the
   blocking runner. Its printed lines go to a buffer, so a terminal's speed does not count.
@@ -15,6 +15,11 @@ turns in every round:
 - `dbos`: the same three steps as a DBOS workflow, with DBOS's system database in a SQLite file
   in a temporary folder (`system_database_url`, as DBOSConfig documents it). DBOS is launched
   in this process, so its background threads run during every side's turn.
+- `cloudflow.run at once`: a round's runs all started by `cloudflow.run` inside one running
+  event loop, as a notebook cell would, then awaited together. The steps are the same plain
+  functions, so they run in worker threads.
+- `dbos at once`: the same number of DBOS workflows started with `DBOS.start_workflow`, which
+  runs them on DBOS's own threads, then awaited together.
 
 Every side runs at its own default SQLite settings, which are printed as each connection has
 them.
@@ -65,6 +70,7 @@ from cloudwright_nb import CONTINUE, RERUN, CloudWright
 from cloudwright_nb.flow.steps import step_specs
 
 TARGET = 10.0
+SIDES = ("cloudflow.run", "engine", "dbos", "cloudflow.run at once", "dbos at once")
 MANY_RUNS = 10_000
 MANY_SECONDS = 60.0
 LATENESS_TARGET_SECONDS = 1.0
@@ -134,6 +140,32 @@ def engine_trial(runs: int) -> Callable[[], int]:
     return trial
 
 
+def cloudflow_at_once_trial(runs: int) -> Callable[[], int]:
+    cloudflow = CloudWright.get_module("cloudflow")
+
+    async def drive() -> None:
+        live = [cloudflow.run(first, second, third, interval="1s") for _ in range(runs)]
+        for run in await asyncio.gather(*live):
+            assert run.status == "succeeded", run.status
+
+    def trial() -> int:
+        with contextlib.redirect_stdout(io.StringIO()):
+            asyncio.run(drive())
+        return runs
+
+    return trial
+
+
+def dbos_at_once_trial(runs: int) -> Callable[[], int]:
+    def trial() -> int:
+        handles = [DBOS.start_workflow(dbos_flow) for _ in range(runs)]
+        for handle in handles:
+            assert handle.get_result() == "succeeded"
+        return runs
+
+    return trial
+
+
 def dbos_trial(runs: int) -> Callable[[], int]:
     def trial() -> int:
         for _ in range(runs):
@@ -157,7 +189,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     parser.add_argument(
         "--sides",
-        default="cloudflow.run,engine,dbos",
+        default=",".join(SIDES),
         help="comma-separated sides of part (a) to run, for profiling one (default: all)",
     )
     parser.add_argument("--part", choices=("a", "b", "both"), default="both")
@@ -202,7 +234,13 @@ def sequential(quick: bool, chosen: list[str]) -> None:
 
 
 def report(folder: Path, chosen: list[str], rounds: int, runs: int) -> None:
-    factories = {"cloudflow.run": cloudflow_trial, "engine": engine_trial, "dbos": dbos_trial}
+    factories = {
+        "cloudflow.run": cloudflow_trial,
+        "engine": engine_trial,
+        "dbos": dbos_trial,
+        "cloudflow.run at once": cloudflow_at_once_trial,
+        "dbos at once": dbos_at_once_trial,
+    }
 
     # One untimed run per side: creating the application's entry and warming DBOS's pool are
     # one-time costs.
@@ -221,15 +259,20 @@ def report(folder: Path, chosen: list[str], rounds: int, runs: int) -> None:
     rates = run_rounds(rounds, trials)
     print()
     for name in chosen:
-        print(f"{name:<16}{format_rate(rates[name]):>12} runs")
+        print(f"{name:<24}{format_rate(rates[name]):>12} runs")
 
-    if "dbos" in chosen:
-        print()
-        for name in chosen:
-            if name != "dbos":
-                print_ratio(f"{name} / dbos", rates[name] / rates["dbos"])
-        if "cloudflow.run" in chosen:
-            print_target("cloudflow.run / dbos", rates["cloudflow.run"] / rates["dbos"], TARGET)
+    print()
+    pairs = [
+        ("cloudflow.run", "dbos"),
+        ("engine", "dbos"),
+        ("cloudflow.run at once", "dbos at once"),
+    ]
+    for ours, peer in pairs:
+        if ours in chosen and peer in chosen:
+            print_ratio(f"{ours} / {peer}", rates[ours] / rates[peer])
+    for ours, peer in (pairs[0], pairs[2]):
+        if ours in chosen and peer in chosen:
+            print_target(f"{ours} / {peer}", rates[ours] / rates[peer], TARGET)
 
 
 def concurrent(runs: int, seconds: float) -> None:

@@ -20,6 +20,7 @@ EXPECTED_RATIOS = {
     "flow_bench.py": [
         "cloudflow.run / dbos",
         "engine / dbos",
+        "cloudflow.run at once / dbos at once",
         "async steps, ticks per second / 50 (one per run per second)",
         "plain steps, ticks per second / 50 (one per run per second)",
     ],

@@ -409,6 +409,7 @@ class Engine:
         echo: Callable[[str], None] | None = None,
         keep_lease: bool = False,
         kept: Claim | None = None,
+        claimed: Claim | None = None,
     ) -> TickResult:
         """Do what `tick` does on an event loop, which it never blocks for long.
 
@@ -417,17 +418,16 @@ class Engine:
         lease is made on the loop's thread; other store calls use worker threads.
         """
         show = _EventEcho(echo)
-        claim: Claim | TickResult | None = None
-        if kept is not None and self.store.reads_are_local:
+        claim: Claim | TickResult | None = claimed
+        if claimed is not None:
+            claimed.keep_lease = keep_lease
+        elif kept is not None and self.store.reads_are_local:
             claim = self._reclaim(kept, steps, force)
         elif kept is not None:
             claim = await asyncio.to_thread(self._reclaim, kept, steps, force)
         if claim is None:
-            claim = await asyncio.to_thread(
-                functools.partial(
-                    self.claim, run_id, steps, force=force, budget=budget, keep_lease=keep_lease
-                )
-            )
+            work = self._claim_work(run_id, steps, force, budget, keep_lease)
+            claim = await self.store.transact_async(work)
         while isinstance(claim, Claim):
             show(claim.events)
             result = await self.execute_async(steps[claim.step_name], claim)
@@ -445,6 +445,16 @@ class Engine:
         keep_lease: bool = False,
     ) -> Claim | TickResult:
         """Take the run's lease for its current step, or return why no step may run now."""
+        return self.store.transact(self._claim_work(run_id, steps, force, budget, keep_lease))
+
+    def _claim_work(
+        self,
+        run_id: str,
+        steps: Mapping[str, StepSpec],
+        force: bool,
+        budget: float,
+        keep_lease: bool,
+    ) -> Callable[[Transaction], Claim | TickResult]:
         holder = new_holder(secrets.token_hex(4))
         tick_started = self.clock()
 
@@ -492,7 +502,7 @@ class Engine:
             claim.keep_lease = keep_lease
             return claim
 
-        return self.store.transact(work)
+        return work
 
     def _reclaim(
         self, kept: Claim, steps: Mapping[str, StepSpec], force: bool

@@ -18,6 +18,8 @@ RECENT_OUTCOMES = 5
 OUTPUT_LINES = 20
 SUMMARY_OUTPUT_LINES = 3
 MIN_STALL_GRACE_SECONDS = 30.0
+# json.dumps with separators builds a new encoder on every call; a run is sealed every tick.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass
@@ -63,7 +65,7 @@ class RunDetails:
         # The fields are plain JSON values already, so serialize them as they are: asdict()
         # would deep-copy every step's lists first, and a run is sealed on every tick.
         plain = {**vars(self), "steps": [vars(step) for step in self.steps]}
-        return json.dumps(plain, separators=(",", ":")).encode()
+        return _COMPACT.encode(plain).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> RunDetails:

@@ -91,14 +91,11 @@ class CloudFlow:
                 "run_id": run_id,
             }
             # Driven right here, the run is created holding its first step's lease.
-            if live:
-                run = engine.create(specs, **fields)
-            else:
-                run, claimed = engine.start(specs, **fields)
+            run, claimed = engine.start(specs, **fields)
             print(f"[{run.id}] run started with steps {', '.join(run.step_names)}")
 
         if live:
-            return self._start_live(run, specs)
+            return self._start_live(run, specs, claimed)
         run = self._drive(run.id, specs, claimed)
         if run.status in ("failed", "cancelled") and _called_from_main():
             raise SystemExit(1)
@@ -184,7 +181,9 @@ class CloudFlow:
         print(f"[{run.id}] run {ended.status}")
         return ended
 
-    def _start_live(self, run: FlowRun, specs: list[StepSpec]) -> FlowRun:
+    def _start_live(
+        self, run: FlowRun, specs: list[StepSpec], claimed: Claim | None = None
+    ) -> FlowRun:
         """Drive the run as a task on the running loop and return its live handle at once."""
         from .runners.kernel import KernelRunner, LiveRun
 
@@ -194,7 +193,7 @@ class CloudFlow:
             print(f"[{run.id}] this kernel is already driving the run; returning its handle")
             return already
         live = LiveRun(run, self.engine, {spec.name: spec for spec in specs})
-        runner.start(live)
+        runner.start(live, claimed)
         if "ipykernel" in sys.modules:
             from ..notebook.panel import show_panel
 

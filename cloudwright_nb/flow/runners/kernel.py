@@ -150,10 +150,13 @@ class KernelRunner:
         live = self._by_id.get(run_id)
         return live if live is not None and live.running else None
 
-    def start(self, live: LiveRun) -> LiveRun:
-        """Drive `live` on the running loop; the task is kept until the run ends."""
+    def start(self, live: LiveRun, claimed: Claim | None = None) -> LiveRun:
+        """Drive `live` on the running loop; the task is kept until the run ends.
+
+        `claimed` is the claim `Engine.start` returned, if this process just created the run.
+        """
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._drive(live), name=f"cloudflow run {live.id}")
+        task = loop.create_task(self._drive(live, claimed), name=f"cloudflow run {live.id}")
         self._keep(task, live)
         return live
 
@@ -193,7 +196,7 @@ class KernelRunner:
             live._notify()
             raise
 
-    async def _drive(self, live: LiveRun) -> FlowRun:
+    async def _drive(self, live: LiveRun, claimed: Claim | None) -> FlowRun:
         engine = live.engine
         kept: Claim | None = None
         try:
@@ -203,8 +206,10 @@ class KernelRunner:
                     live.step_specs,
                     keep_lease=True,
                     kept=kept,
+                    claimed=claimed,
                     echo=lambda event: self._on_event(live, event),
                 )
+                claimed = None
                 kept = result.kept
                 live.update(result.run)
                 if result.run.done:
@@ -225,8 +230,9 @@ class KernelRunner:
 
     def _on_event(self, live: LiveRun, event: str) -> None:
         log.debug("run %s: %s", live.id, event)
-        if event.endswith(": started") or "->" in event:
-            # A step began: show it as running without waiting for the tick to end.
+        if live._listeners and (event.endswith(": started") or "->" in event):
+            # A step began: show it as running without waiting for the tick to end. Only a
+            # panel looks before the tick ends, so a run nobody watches is not read again.
             asyncio.get_running_loop().create_task(_refresh(live))
 
 
