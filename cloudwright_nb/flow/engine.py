@@ -724,7 +724,8 @@ class Engine:
             labels = {"run_id": claim.run_id, "step": claim.step_name}
             for line in output:
                 step_log.info("%s", line, extra=labels)
-        return StepResult(value, error, time.perf_counter() - started, output, context)
+        # Microseconds are plenty, and the shorter numbers make the sealed run smaller.
+        return StepResult(value, error, round(time.perf_counter() - started, 6), output, context)
 
     async def execute_async(self, spec: StepSpec, claim: Claim) -> StepResult:
         """Run a step without blocking the event loop.
@@ -826,7 +827,7 @@ class Engine:
                     events=events,
                 )
             step = details.steps[row.step_index]
-            step.seconds_spent += result.seconds
+            step.seconds_spent = round(step.seconds_spent + result.seconds, 6)
             step.keep_output(result.output)
 
             options = _options(steps, step.name)
