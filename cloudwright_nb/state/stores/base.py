@@ -193,7 +193,10 @@ class Store(ABC):
 
 def now() -> float:
     """Return the current time, rounded to the microsecond as every store keeps it."""
-    return round(time.time(), 6)
+    # Every read and write calls this, and integer rounding of the nanosecond clock costs a
+    # fifth of round(time.time(), 6). The two can differ by one microsecond, because a float
+    # of today's time in seconds is only accurate to about 0.24 microseconds.
+    return (time.time_ns() + 500) // 1000 / 1e6
 
 
 def context_namespace(app: str, run_id: str) -> str:
