@@ -61,8 +61,8 @@ _RUN_COLUMNS = (
     "created_at, updated_at, expires_at, blob"
 )
 _UNEXPIRED = "(expires_at IS NULL OR expires_at > ?)"
-# sqlite3 keeps prepared statements per connection, keyed by their text, so a constant text is
-# prepared once per thread.
+# The sqlite3 module caches up to 128 prepared statements per connection, keyed by their text,
+# so a constant text is prepared again only if other statements push it out.
 _SELECT_BLOB = f"SELECT blob FROM records WHERE ns = ? AND id = ? AND {_UNEXPIRED}"
 # SQLite allows 32,766 parameters per statement by default since 3.32, so one select binds at
 # most 500 ids.
@@ -140,26 +140,6 @@ def _read(db: sqlite3.Connection, namespace: str, ids: Sequence[str]) -> dict[st
         )
         for record_id, blob, expires_at in rows:
             found[record_id] = Record(record_id, blob, expires_at)
-    return found
-
-
-def _read_blobs(db: sqlite3.Connection, namespace: str, ids: Sequence[str]) -> dict[str, bytes]:
-    moment = now()
-    if len(ids) == 1:
-        # fetchone() steps past the only row, and the sqlite3 module resets a statement that
-        # reaches its end, so no read snapshot stays open to hide the next write.
-        row = db.execute(_SELECT_BLOB, (namespace, ids[0], moment)).fetchone()
-        return {} if row is None else {ids[0]: row[0]}
-
-    found: dict[str, bytes] = {}
-    for start in range(0, len(ids), _IDS_PER_SELECT):
-        chunk = list(ids[start : start + _IDS_PER_SELECT])
-        marks = ",".join("?" * len(chunk))
-        rows = db.execute(
-            f"SELECT id, blob FROM records WHERE ns = ? AND id IN ({marks}) AND {_UNEXPIRED}",
-            (namespace, *chunk, moment),
-        )
-        found.update(rows)
     return found
 
 
@@ -256,9 +236,28 @@ class SQLiteStore(Store):
             return _read(self._connection(), namespace, ids)
 
     def read_blobs(self, namespace: str, ids: Sequence[str]) -> dict[str, bytes]:
-        # Every get comes here, and a try statement costs less than entering _errors.
+        # Every get comes here. A try statement costs less than entering _errors, and a value
+        # read needs no Record objects.
         try:
-            return _read_blobs(self._connection(), namespace, ids)
+            db = self._connection()
+            moment = now()
+            if len(ids) == 1:
+                # fetchone() steps past the only row, and the sqlite3 module resets a statement
+                # that reaches its end, so no read snapshot stays open to hide the next write.
+                row = db.execute(_SELECT_BLOB, (namespace, ids[0], moment)).fetchone()
+                return {} if row is None else {ids[0]: row[0]}
+
+            found: dict[str, bytes] = {}
+            for start in range(0, len(ids), _IDS_PER_SELECT):
+                chunk = list(ids[start : start + _IDS_PER_SELECT])
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT id, blob FROM records WHERE ns = ? AND id IN ({marks}) "
+                    f"AND {_UNEXPIRED}",
+                    (namespace, *chunk, moment),
+                )
+                found.update(rows)
+            return found
         except sqlite3.DatabaseError as error:
             raise self._error("read", error) from None
 
