@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from cloudwright_nb import CloudWright, MasterKeyError, StateDecryptionError
+from cloudwright_nb.state import vault as vault_module
 from cloudwright_nb.state.admin import rotate_keys
+from cloudwright_nb.state.module import StateModule
 from cloudwright_nb.state.stores import Record, open_store
 from cloudwright_nb.state.stores.base import now
 from conftest import new_master_key
@@ -240,6 +242,38 @@ def test_row_moved_to_other_app_fails(sqlite_url, master_key):
     assert other_state.get("balance") is None
     with pytest.raises(StateDecryptionError):
         list(other_state.keys())
+
+
+# Record id memo
+
+
+def test_memoized_ids_equal_derived_ids(secured_state):
+    vault = CloudWright.vault()
+    namespace = vault.state_namespace
+
+    first = vault.ids(namespace, "alice")
+    again = vault.ids(namespace, "alice")
+
+    assert first == (vault.cipher.record_id(namespace, "alice"),)
+    assert again == first
+    assert vault.ids(namespace, "bob") != first
+    assert vault.ids(vault.context_namespace("run-1"), "alice") != first
+
+
+def test_record_id_memo_is_bounded(secured_state, monkeypatch):
+    monkeypatch.setattr(vault_module, "ID_MEMO_SIZE", 8)
+    state = StateModule(CloudWright.vault())
+    values = {f"key-{index}": index for index in range(20)}
+    state.set_many(values)
+
+    found = state.get_many(list(values))
+    memo = state._vault._memoized_ids.cache_info()
+
+    assert found == values
+    assert memo.maxsize == 8
+    assert memo.currsize == 8
+    # Evicted names derive their ids again and still find their values.
+    assert state.get("key-0") == 0
 
 
 # Master keys

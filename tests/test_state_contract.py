@@ -528,6 +528,28 @@ def test_other_runtime_write_seen_at_once(state, other_process):
     assert state.get("status") is None
 
 
+def test_other_runtime_write_seen_by_next_get_many(state, other_process):
+    other_state = other_process.get_module("state")
+    state.set("status", "launched")
+    assert state.get_many(["status", "rows"]) == {"status": "launched"}
+
+    other_state.set_many({"status": "finished", "rows": 42})
+
+    assert state.get_many(["status", "rows"]) == {"status": "finished", "rows": 42}
+
+
+def test_value_expiring_after_a_get_reads_as_missing(state):
+    state.set("token", "abc", ttl="1s")
+    assert state.get("token") == "abc"
+    assert state.get_many(["token"]) == {"token": "abc"}
+
+    time.sleep(1.2)
+
+    assert state.get("token") is None
+    assert state.get_many(["token"]) == {}
+    assert "token" not in state
+
+
 def test_write_is_seen_by_another_runtime(state, other_process):
     other_state = other_process.get_module("state")
     assert other_state.get("status") is None

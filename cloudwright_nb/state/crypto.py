@@ -39,6 +39,7 @@ KEY_BYTES = 32
 _FINGERPRINT_BYTES = 8
 _NONCE_BYTES = 12
 _HEADER = struct.Struct(f">B{_FINGERPRINT_BYTES}s{_NONCE_BYTES}s")
+_NAME_LENGTH = struct.Struct(">I")
 
 
 @dataclass(frozen=True)
@@ -197,11 +198,10 @@ class AppCipher:
                 "it was modified or copied from another key, run or application"
             ) from None
 
-        (name_length,) = struct.unpack_from(">I", plaintext)
+        (name_length,) = _NAME_LENGTH.unpack_from(plaintext)
         name = plaintext[4 : 4 + name_length].decode("utf-8", "surrogatepass")
-        key_index = self.keys.index(key)
         if check_id and not hmac.compare_digest(
-            self.record_id(namespace, name, key_index), record_id
+            self.record_id(namespace, name, self.keys.index(key)), record_id
         ):
             raise StateDecryptionError(
                 f"record {record_id[:12]} contains key {name!r}, which belongs to another id: "

@@ -42,20 +42,23 @@ class SealedMapping:
         return value if found else default
 
     def _lookup(self, key: str) -> tuple[bool, Any]:
-        ids = self._vault.ids(self._namespace, key)
-        return self._vault.read_value(
-            self._namespace, key, self._vault.store.read(self._namespace, ids), ids
+        vault = self._vault
+        ids = vault.ids(self._namespace, key)
+        return vault.read_value(
+            self._namespace, key, vault.store.read_blobs(self._namespace, ids), ids
         )
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Return the stored values of `keys` in one read; missing keys are left out."""
+        vault = self._vault
+        namespace = self._namespace
         names = [codec.check_key(key) for key in keys]
-        ids_by_name = {name: self._vault.ids(self._namespace, name) for name in names}
+        ids_by_name = {name: vault.ids(namespace, name) for name in names}
         every_id = [record_id for ids in ids_by_name.values() for record_id in ids]
-        found = self._vault.store.read(self._namespace, every_id)
+        blobs = vault.store.read_blobs(namespace, every_id)
         values = {}
         for name, ids in ids_by_name.items():
-            present, value = self._vault.read_value(self._namespace, name, found, ids)
+            present, value = vault.read_value(namespace, name, blobs, ids)
             if present:
                 values[name] = value
         return values
@@ -159,9 +162,9 @@ class StateModule(SealedMapping):
         ids = self._vault.ids(namespace, key)
 
         def work(transaction: Transaction) -> Any:
-            found, current = self._vault.read_value(
-                namespace, key, transaction.read(namespace, ids), ids
-            )
+            records = transaction.read(namespace, ids)
+            blobs = {record_id: record.blob for record_id, record in records.items()}
+            found, current = self._vault.read_value(namespace, key, blobs, ids)
             new_value = fn(current if found else copy.deepcopy(default))
             record = self._vault.seal_value(namespace, key, new_value, now() + seconds)
             self._vault.register(transaction)

@@ -120,6 +120,14 @@ class Store(ABC):
     def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
         """Return the unexpired records among `ids`, in one round trip."""
 
+    def read_blobs(self, namespace: str, ids: Sequence[str]) -> dict[str, bytes]:
+        """Return the sealed blobs of the unexpired records among `ids`, by id, in one round trip.
+
+        This is `read` without the expiry times, which value reads never need. Stores may
+        override it with a leaner query.
+        """
+        return {record_id: record.blob for record_id, record in self.read(namespace, ids).items()}
+
     @abstractmethod
     def scan(self, namespace: str, after: str | None = None, limit: int = 500) -> list[Record]:
         """Return up to `limit` unexpired records with ids greater than `after`, ordered by id."""
@@ -228,7 +236,10 @@ def _conditional_run_write(
 
 def now() -> float:
     """Return the current time, rounded to the microsecond as every store keeps it."""
-    return round(time.time(), 6)
+    # Every read and write calls this, and integer rounding of the nanosecond clock costs a
+    # fifth of round(time.time(), 6). The two can differ by one microsecond, because a float
+    # of today's time in seconds is only accurate to about 0.24 microseconds.
+    return (time.time_ns() + 500) // 1000 / 1e6
 
 
 def context_namespace(app: str, run_id: str) -> str:

@@ -80,6 +80,12 @@ _RUN_COLUMNS = (
     "created_at, updated_at, expires_at, blob"
 )
 _UNEXPIRED = "(expires_at IS NULL OR expires_at > ?)"
+# The sqlite3 module caches up to 128 prepared statements per connection, keyed by their text,
+# so a constant text is prepared again only if other statements push it out.
+_SELECT_BLOB = f"SELECT blob FROM records WHERE ns = ? AND id = ? AND {_UNEXPIRED}"
+# SQLite allows 32,766 parameters per statement by default since 3.32, so one select binds at
+# most 500 ids.
+_IDS_PER_SELECT = 500
 
 
 def _app_row(row: tuple) -> AppRow:
@@ -248,11 +254,9 @@ class SQLiteStore(Store):
         try:
             yield
         except sqlite3.DatabaseError as error:
-            raise self._store_error(action, error) from None
+            raise self._error(action, error) from None
 
-    def _store_error(self, action: str, error: BaseException) -> BaseException:
-        if not isinstance(error, sqlite3.DatabaseError):
-            return error
+    def _error(self, action: str, error: sqlite3.DatabaseError) -> StoreError:
         return StoreError(
             f"cannot {action} store {self.url}: {error}; check that the file is a "
             "cloudwright-nb database and its folder is writable"
@@ -384,9 +388,13 @@ class SQLiteStore(Store):
         try:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
-        except (StoreError, sqlite3.DatabaseError) as error:
+        except sqlite3.DatabaseError as error:
             for job in group:
-                job.error = self._store_error("write to", error)
+                job.error = self._error("write to", error)
+            return
+        except StoreError as error:
+            for job in group:
+                job.error = error
             return
         transaction = _SQLiteTransaction(db)
         try:
@@ -404,16 +412,45 @@ class SQLiteStore(Store):
             # The whole group is lost: a failed COMMIT, or an interrupt while some work ran.
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            lost: BaseException = error
+            if isinstance(error, sqlite3.DatabaseError):
+                lost = self._error("write to", error)
             for job in group:
-                job.error = self._store_error("write to", error)
+                job.error = lost
             raise
         for job in group:
             if isinstance(job.error, sqlite3.DatabaseError):
-                job.error = self._store_error("write to", job.error)
+                job.error = self._error("write to", job.error)
 
     def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
         with self._errors("read"):
             return _read(self._connection(), namespace, ids)
+
+    def read_blobs(self, namespace: str, ids: Sequence[str]) -> dict[str, bytes]:
+        # Every get comes here. A try statement costs less than entering _errors, and a value
+        # read needs no Record objects.
+        try:
+            db = self._connection()
+            moment = now()
+            if len(ids) == 1:
+                # fetchone() steps past the only row, and the sqlite3 module resets a statement
+                # that reaches its end, so no read snapshot stays open to hide the next write.
+                row = db.execute(_SELECT_BLOB, (namespace, ids[0], moment)).fetchone()
+                return {} if row is None else {ids[0]: row[0]}
+
+            found: dict[str, bytes] = {}
+            for start in range(0, len(ids), _IDS_PER_SELECT):
+                chunk = list(ids[start : start + _IDS_PER_SELECT])
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT id, blob FROM records WHERE ns = ? AND id IN ({marks}) "
+                    f"AND {_UNEXPIRED}",
+                    (namespace, *chunk, moment),
+                )
+                found.update(rows)
+            return found
+        except sqlite3.DatabaseError as error:
+            raise self._error("read", error) from None
 
     def scan(self, namespace: str, after: str | None = None, limit: int = 500) -> list[Record]:
         with self._errors("read"):
