@@ -9,6 +9,11 @@ every read goes to the store. sqlitedict runs with autocommit=True, so each writ
 before the call returns. diskcache has no batch read, so its `get_many` is 100 `get` calls. Its
 `set_many` is 100 `set` calls inside one `transact()`, which is atomic like ours.
 
+`set, 8 threads` is the same `set` called from eight threads at once, each on its own keys, as
+a server or a notebook with several runs would call it. The state module's SQLite store groups
+the commits of writers that arrive together, and each call still returns only once its write
+is on disk.
+
 Two more sides are references. `diskcache FULL` is diskcache with `sqlite_synchronous=2`: it
 shows what diskcache costs when, like the state module, it syncs the WAL to disk at every
 commit. `sqlite3 FULL` is plain sqlite3 in WAL mode with synchronous=FULL, one transaction per
@@ -22,7 +27,9 @@ import argparse
 import json
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +49,7 @@ from sqlitedict import SqliteDict
 from cloudwright_nb import CloudWright
 
 BATCH = 100
+THREADS = 8
 OURS = "cloudwright-nb"
 PEERS = ("diskcache", "sqlitedict", "diskcache FULL", "sqlite3 FULL")
 TARGETS = {("set", "diskcache"): 1.5, ("get", "diskcache"): 0.8}
@@ -122,12 +130,22 @@ class BareSqliteSide:
     name = "sqlite3 FULL"
 
     def __init__(self, folder: Path) -> None:
-        self.db = sqlite3.connect(folder / "bare.db", isolation_level=None)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
+        self.path = folder / "bare.db"
+        self._local = threading.local()
         self.db.execute(
             "CREATE TABLE records (id TEXT PRIMARY KEY, blob BLOB NOT NULL) WITHOUT ROWID"
         )
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        # One connection per thread, as the state module's store keeps them.
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            self._local.db = db
+        return db
 
     def set(self, key: str, value: Any) -> None:
         self.set_many({key: value})
@@ -176,6 +194,17 @@ def make_trials(
             side.set(keys[i % len(keys)], values[i % len(values)])
         return sizes["set"]
 
+    def threaded_set_trial() -> int:
+        per_thread = sizes["set, 8 threads"] // THREADS
+
+        def writer(thread: int) -> None:
+            for i in range(thread * per_thread, (thread + 1) * per_thread):
+                side.set(keys[i % len(keys)], values[i % len(values)])
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(writer, range(THREADS)))
+        return per_thread * THREADS
+
     def get_trial() -> int:
         for i in range(sizes["get"]):
             side.get(keys[i % len(keys)])
@@ -194,6 +223,7 @@ def make_trials(
 
     return [
         (("set", side.name), set_trial),
+        (("set, 8 threads", side.name), threaded_set_trial),
         (("get", side.name), get_trial),
         (("get_many", side.name), get_many_trial),
         (("set_many", side.name), set_many_trial),
@@ -213,10 +243,16 @@ def main() -> None:
 
     if arguments.quick:
         rounds, key_count = 5, 200
-        sizes = {"set": 20, "get": 100, "get_many": 5, "set_many": 5}
+        sizes = {"set": 20, "set, 8 threads": 40, "get": 100, "get_many": 5, "set_many": 5}
     else:
         rounds, key_count = 7, 1000
-        sizes = {"set": 1000, "get": 5000, "get_many": 200, "set_many": 100}
+        sizes = {
+            "set": 1000,
+            "set, 8 threads": 2000,
+            "get": 5000,
+            "get_many": 200,
+            "set_many": 100,
+        }
     keys = [f"key-{i:05d}" for i in range(key_count)]
     values = [sample_value(i) for i in range(key_count)]
 
@@ -258,12 +294,7 @@ def report(
             batch = range(start, min(start + BATCH, len(keys)))
             side.set_many({keys[i]: values[i] for i in batch})
 
-    operations = [
-        ("set", sizes["set"]),
-        ("get", sizes["get"]),
-        ("get_many", sizes["get_many"]),
-        ("set_many", sizes["set_many"]),
-    ]
+    operations = list(sizes.items())
     per_side = [make_trials(side, keys, values, sizes) for side in sides]
     # Interleave: each operation runs on every side before the next operation starts.
     trials = [side_trials[index] for index in range(len(operations)) for side_trials in per_side]

@@ -14,7 +14,7 @@ RATIO = re.compile(r"^ratio (?P<comparison>.+): (?P<value>\S+)x$", re.MULTILINE)
 EXPECTED_RATIOS = {
     "state_bench.py": [
         f"{operation}, cloudwright-nb / {peer}"
-        for operation in ("set", "get", "get_many", "set_many")
+        for operation in ("set", "set, 8 threads", "get", "get_many", "set_many")
         for peer in ("diskcache", "sqlitedict", "diskcache FULL", "sqlite3 FULL")
     ],
     "flow_bench.py": [
