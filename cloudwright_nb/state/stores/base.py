@@ -11,7 +11,6 @@ precision of a Firestore timestamp), so a time rounded to six decimals reads bac
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -184,6 +183,8 @@ class Store(ABC):
         `work` runs in another thread, so it must not touch the loop. Stores that can commit
         many callers' work together override this.
         """
+        import asyncio  # here, not at the top: a deployed function never loads it otherwise
+
         return await asyncio.to_thread(self.transact, work)
 
     async def commit_run_async(
@@ -195,6 +196,8 @@ class Store(ABC):
         deletes: Sequence[str] = (),
     ) -> bool:
         """Do what `commit_run` does without blocking the running event loop."""
+        import asyncio
+
         return await asyncio.to_thread(self.commit_run, expected, row, namespace, puts, deletes)
 
     def write(self, namespace: str, puts: Sequence[Record], deletes: Sequence[str] = ()) -> None:

@@ -16,13 +16,13 @@ own: a writer thread leads the groups it is in, so thousands of runs on one loop
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import StoreError
 from .base import (
@@ -36,6 +36,9 @@ from .base import (
     context_namespace,
     now,
 )
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("cloudwright_nb")
 
@@ -301,6 +304,8 @@ class SQLiteStore(Store):
         return job.result  # type: ignore[return-value]
 
     async def transact_async(self, work: Callable[[Transaction], T]) -> T:
+        import asyncio  # here, not at the top: a deployed function never loads it otherwise
+
         job = _Job(work)
         job.future = asyncio.get_running_loop().create_future()
         with self._group_lock:
