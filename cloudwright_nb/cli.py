@@ -21,7 +21,7 @@ from typing import Any
 from . import __version__
 from .app import CloudWright, check_app_name, parse_inputs
 from .durations import parse_duration
-from .errors import CloudWrightError, ConfigurationError, InvalidDurationError
+from .errors import CloudWrightError, ConfigurationError, InvalidDurationError, StateKeyError
 from .flow.model import ended_word
 from .flow.steps import check_run_id
 
@@ -461,11 +461,7 @@ def _state_get(args: argparse.Namespace) -> int:
     state = _state()
     values = state.get_many([args.key])
     if args.key not in values:
-        print(
-            f"cloudwright: key {args.key!r} is not set in application {state.app!r}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
+        raise _not_set(state, args.key)
     print(json.dumps(values[args.key], indent=2, ensure_ascii=False))
     return EXIT_OK
 
@@ -486,12 +482,13 @@ def _state_set(args: argparse.Namespace) -> int:
 def _state_delete(args: argparse.Namespace) -> int:
     state = _state()
     if not state.delete(args.key):
-        print(
-            f"cloudwright: key {args.key!r} is not set in application {state.app!r}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
+        raise _not_set(state, args.key)
     return EXIT_OK
+
+
+def _not_set(state: Any, key: str) -> StateKeyError:
+    # Raised rather than printed, so the command and the %state magic each name themselves.
+    return StateKeyError(f"key {key!r} is not set in application {state.app!r}")
 
 
 def _state_export(args: argparse.Namespace) -> int:

@@ -257,7 +257,7 @@ def test_resume_of_an_unknown_run_is_one_line(store):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "cloudwright: error: no run 'no-such-run' in application 'manager'; "
-        "list the runs with `cloudwright runs`"
+        "list the runs with `cloudwright runs`, or `%cloudflow list` in a notebook"
     )
 
 

@@ -720,6 +720,22 @@ def test_cancel_stops_waiting_run(cloudflow, engine: Engine, clock: FakeClock) -
     assert cloudflow.get_run(run_id).status == "cancelled"
 
 
+def test_cancelled_run_shows_its_step_as_cancelled_not_waiting(cloudflow, engine) -> None:
+    def first(context):
+        return cloudflow.CONTINUE
+
+    def wait_for_job(context):
+        return cloudflow.RERUN
+
+    run_id, steps = start(engine, first, wait_for_job)
+    engine.tick(run_id, steps)
+
+    cancelled = cloudflow.cancel(run_id)
+
+    assert [step.status for step in cancelled.steps] == ["done", "cancelled"]
+    assert "cancelled" in cancelled.summary().splitlines()[2]
+
+
 def test_cancel_during_step_discards_outcome(cloudflow) -> None:
     called = []
 

@@ -254,6 +254,8 @@ def test_magic_mistakes_print_one_line_not_a_traceback(kernel: Kernel, line, mes
     assert reply.errors == []
     assert message in reply.output
     assert "Traceback" not in reply.output
+    # A magic names itself, never the command line tool.
+    assert "cloudwright:" not in reply.output
 
 
 def test_help_prints_the_full_usage(kernel: Kernel) -> None:

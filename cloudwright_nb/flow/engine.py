@@ -160,7 +160,7 @@ class Engine:
         if row is None:
             raise RunNotFoundError(
                 f"no run {run_id!r} in application {self.vault.app!r}; "
-                "list the runs with `cloudwright runs`"
+                "list the runs with `cloudwright runs`, or `%cloudflow list` in a notebook"
             )
         return row
 
@@ -297,6 +297,8 @@ class Engine:
                 raise RunStateError(f"run {run_id} has already {ended_word(row.status)}")
             moment = self.clock()
             details.ended_at = moment
+            # The step the run was on shows why it will not go on, instead of "waiting".
+            details.steps[row.step_index].status = "cancelled"
             row = self._end(transaction, row, details, "cancelled", moment)
             return row, details
 

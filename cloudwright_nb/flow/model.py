@@ -13,7 +13,7 @@ from ..state.stores.base import END_STATUSES, RunRow
 if TYPE_CHECKING:
     from .module import CloudFlow
 
-STEP_STATUSES = ("pending", "running", "waiting", "done", "failed")
+STEP_STATUSES = ("pending", "running", "waiting", "done", "failed", "cancelled")
 RECENT_OUTCOMES = 5
 OUTPUT_LINES = 20
 SUMMARY_OUTPUT_LINES = 3
