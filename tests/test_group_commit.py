@@ -13,12 +13,13 @@ import io
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cloudwright_nb import CloudWright, StoreError
-from cloudwright_nb.state.stores import Record
+from cloudwright_nb.state.stores import Record, RunRow
 from cloudwright_nb.state.stores.sqlite import SQLiteStore
 
 
@@ -62,10 +63,22 @@ def group_sizes(store, monkeypatch) -> list[int]:
     return sizes
 
 
+class _Call:
+    """A store call for `_queue_behind_a_held_commit` to make instead of a transaction's work."""
+
+    def __init__(self, function, *args) -> None:
+        self.function = function
+        self.args = args
+
+    def __call__(self):
+        return self.function(*self.args)
+
+
 def _queue_behind_a_held_commit(store: SQLiteStore, works: list) -> list:
     """Run `works` from threads while another transaction is open, so they form one group.
 
-    Returns one (result, error) pair per work, in order.
+    Each work is a transaction's work, or a call to make as is. Returns one (result, error)
+    pair per work, in order.
     """
     inside = threading.Event()
     release = threading.Event()
@@ -78,7 +91,9 @@ def _queue_behind_a_held_commit(store: SQLiteStore, works: list) -> list:
 
     def call(index: int) -> None:
         try:
-            outcomes[index] = (store.transact(works[index]), None)
+            work = works[index]
+            called = work() if isinstance(work, _Call) else store.transact(work)
+            outcomes[index] = (called, None)
         except Exception as error:
             outcomes[index] = (None, error)
 
@@ -191,3 +206,61 @@ def test_many_runs_on_one_loop_all_finish_on_sqlite(sqlite_url, master_key):
 
     assert [run.status for run in ended] == ["succeeded"] * 100
     assert sorted(map(tuple, checks.values())) == [(1, 2, 3)] * 100
+
+
+def _stored_run(store: SQLiteStore, **changes) -> RunRow:
+    row = RunRow(
+        app="app",
+        run_id="run-1",
+        status="waiting",
+        step_index=0,
+        next_check_at=100.0,
+        lease_holder=None,
+        lease_expires_at=None,
+        created_at=1.0,
+        updated_at=2.0,
+        expires_at=None,
+        blob=b"sealed",
+    )
+    row = replace(row, **changes)
+    store.transact(lambda transaction: transaction.put_run(row))
+    return row
+
+
+def test_commit_run_writes_only_over_the_expected_run(store):
+    stored = _stored_run(store)
+    stale = replace(stored, updated_at=1.5)
+    first = replace(stored, updated_at=3.0, lease_holder="host:1:a")
+    second = replace(stored, updated_at=4.0)
+
+    assert store.commit_run(stale, second, "ns") is False
+    assert store.get_run("app", "run-1") == stored
+    # The stored run has NULL lease fields, which must compare equal to the expected None.
+    assert store.commit_run(stored, first, "ns", [Record("note", b"x", None)]) is True
+    assert store.get_run("app", "run-1") == first
+    assert _stored(store) == {"note": b"x"}
+    assert store.commit_run(stored, second, "ns") is False
+    assert store.get_run("app", "run-1") == first
+
+
+def test_failed_commit_run_in_a_group_leaves_the_others_committed(store):
+    stored = _stored_run(store)
+    changed = replace(stored, updated_at=3.0)
+    # A record without a blob breaks the table's NOT NULL rule, after the run was updated.
+    broken = Record("broken", None, None)
+
+    outcomes = _queue_behind_a_held_commit(
+        store,
+        [
+            _put("first", b"1"),
+            _Call(store.commit_run, stored, changed, "ns", [broken]),
+            _put("last", b"3"),
+        ],
+    )
+
+    assert outcomes[0] == ("first", None)
+    assert isinstance(outcomes[1][1], StoreError)
+    assert "NOT NULL" in str(outcomes[1][1])
+    assert outcomes[2] == ("last", None)
+    assert _stored(store) == {"first": b"1", "last": b"3"}
+    assert store.get_run("app", "run-1") == stored

@@ -175,7 +175,17 @@ class Store(ABC):
         in one round trip.
         """
 
-        return self.transact(_conditional_run_write(expected, row, namespace, puts, deletes))
+        def work(transaction: Transaction) -> bool:
+            if transaction.get_run(expected.app, expected.run_id) != expected:
+                return False
+            transaction.put_run(row)
+            for record in puts:
+                transaction.put(namespace, record)
+            for record_id in deletes:
+                transaction.delete(namespace, record_id)
+            return True
+
+        return self.transact(work)
 
     async def transact_async(self, work: Callable[[Transaction], T]) -> T:
         """Do what `transact` does without blocking the running event loop.
@@ -213,28 +223,6 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections; the store may not be used afterwards."""
-
-
-def _conditional_run_write(
-    expected: RunRow,
-    row: RunRow,
-    namespace: str,
-    puts: Sequence[Record],
-    deletes: Sequence[str],
-) -> Callable[[Transaction], bool]:
-    """Return the work of `commit_run` for a store that checks the run inside a transaction."""
-
-    def work(transaction: Transaction) -> bool:
-        if transaction.get_run(expected.app, expected.run_id) != expected:
-            return False
-        transaction.put_run(row)
-        for record in puts:
-            transaction.put(namespace, record)
-        for record_id in deletes:
-            transaction.delete(namespace, record_id)
-        return True
-
-    return work
 
 
 def now() -> float:

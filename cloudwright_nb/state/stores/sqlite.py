@@ -32,7 +32,6 @@ from .base import (
     Store,
     T,
     Transaction,
-    _conditional_run_write,
     context_namespace,
     now,
 )
@@ -82,6 +81,13 @@ _RUN_COLUMNS = (
     "app, run_id, status, step_index, next_check_at, lease_holder, lease_expires_at, "
     "created_at, updated_at, expires_at, blob"
 )
+_RUN_FIELDS = _RUN_COLUMNS.split(", ")[2:]
+# A kept lease's commit: one statement that writes the run only if it is still exactly the run
+# read before the step ran. IS compares NULLs as equal, where = would not.
+_UPDATE_UNCHANGED_RUN = (
+    f"UPDATE runs SET {', '.join(f'{field} = ?' for field in _RUN_FIELDS)} "
+    f"WHERE app = ? AND run_id = ? AND {' AND '.join(f'{field} IS ?' for field in _RUN_FIELDS)}"
+)
 _UNEXPIRED = "(expires_at IS NULL OR expires_at > ?)"
 # The sqlite3 module caches up to 128 prepared statements per connection, keyed by their text,
 # so a constant text is prepared again only if other statements push it out.
@@ -120,19 +126,7 @@ class _SQLiteTransaction(Transaction):
     def put_run(self, row: RunRow) -> None:
         self._db.execute(
             f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 11)})",
-            (
-                row.app,
-                row.run_id,
-                row.status,
-                row.step_index,
-                row.next_check_at,
-                row.lease_holder,
-                row.lease_expires_at,
-                row.created_at,
-                row.updated_at,
-                row.expires_at,
-                row.blob,
-            ),
+            (row.app, row.run_id, *_run_fields(row)),
         )
 
     def get_app(self, namespace: str) -> AppRow | None:
@@ -165,6 +159,44 @@ def _read(db: sqlite3.Connection, namespace: str, ids: Sequence[str]) -> dict[st
     return found
 
 
+def _run_fields(row: RunRow) -> tuple[object, ...]:
+    """Return the run's values for the columns after app and run_id, in `_RUN_FIELDS` order."""
+    return (
+        row.status,
+        row.step_index,
+        row.next_check_at,
+        row.lease_holder,
+        row.lease_expires_at,
+        row.created_at,
+        row.updated_at,
+        row.expires_at,
+        row.blob,
+    )
+
+
+def _update_unchanged_run(
+    expected: RunRow,
+    row: RunRow,
+    namespace: str,
+    puts: Sequence[Record],
+    deletes: Sequence[str],
+) -> Callable[[Transaction], bool]:
+    """Return the work of `commit_run`, checking and writing the run in one UPDATE."""
+
+    def work(transaction: Transaction) -> bool:
+        assert isinstance(transaction, _SQLiteTransaction)
+        parameters = (*_run_fields(row), expected.app, expected.run_id, *_run_fields(expected))
+        if transaction._db.execute(_UPDATE_UNCHANGED_RUN, parameters).rowcount != 1:
+            return False
+        for record in puts:
+            transaction.put(namespace, record)
+        for record_id in deletes:
+            transaction.delete(namespace, record_id)
+        return True
+
+    return work
+
+
 def _get_run(db: sqlite3.Connection, app: str, run_id: str) -> RunRow | None:
     row = db.execute(
         f"SELECT {_RUN_COLUMNS} FROM runs WHERE app = ? AND run_id = ?", (app, run_id)
@@ -175,10 +207,13 @@ def _get_run(db: sqlite3.Connection, app: str, run_id: str) -> RunRow | None:
 class _Job:
     """One caller's piece of work in a group commit, and what came of it."""
 
-    __slots__ = ("error", "finished", "future", "result", "wake", "work")
+    __slots__ = ("error", "finished", "future", "result", "savepoint", "wake", "work")
 
-    def __init__(self, work: Callable[[Transaction], object]) -> None:
+    def __init__(self, work: Callable[[Transaction], object], savepoint: bool = True) -> None:
         self.work = work
+        # False for work that fails only as a whole: a group then skips its savepoint, and if
+        # the work raises after all, the group is rolled back and done again without it.
+        self.savepoint = savepoint
         self.result: object = None
         self.error: BaseException | None = None
         self.finished = False
@@ -285,7 +320,20 @@ class SQLiteStore(Store):
         return db
 
     def transact(self, work: Callable[[Transaction], T]) -> T:
-        job = _Job(work)
+        return self._queue_and_wait(_Job(work))  # type: ignore[return-value]
+
+    def commit_run(
+        self,
+        expected: RunRow,
+        row: RunRow,
+        namespace: str,
+        puts: Sequence[Record] = (),
+        deletes: Sequence[str] = (),
+    ) -> bool:
+        work = _update_unchanged_run(expected, row, namespace, puts, deletes)
+        return self._queue_and_wait(_Job(work, savepoint=False))  # type: ignore[return-value]
+
+    def _queue_and_wait(self, job: _Job) -> object:
         with self._group_lock:
             self._queue.append(job)
             leading = not self._writing
@@ -301,12 +349,14 @@ class SQLiteStore(Store):
         self._start_purger()
         if job.error is not None:
             raise job.error
-        return job.result  # type: ignore[return-value]
+        return job.result
 
     async def transact_async(self, work: Callable[[Transaction], T]) -> T:
+        return await self._queue_async(_Job(work))  # type: ignore[return-value]
+
+    async def _queue_async(self, job: _Job) -> object:
         import asyncio  # here, not at the top: a deployed function never loads it otherwise
 
-        job = _Job(work)
         job.future = asyncio.get_running_loop().create_future()
         with self._group_lock:
             self._queue.append(job)
@@ -316,7 +366,7 @@ class SQLiteStore(Store):
         if leading:
             self._writer_leads()
         self._start_purger()
-        return await job.future  # type: ignore[return-value]
+        return await job.future
 
     async def commit_run_async(
         self,
@@ -326,8 +376,8 @@ class SQLiteStore(Store):
         puts: Sequence[Record] = (),
         deletes: Sequence[str] = (),
     ) -> bool:
-        work = _conditional_run_write(expected, row, namespace, puts, deletes)
-        return await self.transact_async(work)
+        work = _update_unchanged_run(expected, row, namespace, puts, deletes)
+        return await self._queue_async(_Job(work, savepoint=False))  # type: ignore[return-value]
 
     def _writer_leads(self) -> None:
         """Have the writer thread lead the next group, for work sent from an event loop."""
@@ -407,6 +457,14 @@ class SQLiteStore(Store):
                 written = group[0].run(transaction)
             else:
                 for job in group:
+                    if not job.savepoint:
+                        if not job.run(transaction):
+                            db.execute("ROLLBACK")
+                            if isinstance(job.error, sqlite3.DatabaseError):
+                                job.error = self._error("write to", job.error)
+                            self._commit_again([other for other in group if other is not job])
+                            return
+                        continue
                     db.execute("SAVEPOINT job")
                     if not job.run(transaction):
                         db.execute("ROLLBACK TO job")
@@ -426,6 +484,14 @@ class SQLiteStore(Store):
         for job in group:
             if isinstance(job.error, sqlite3.DatabaseError):
                 job.error = self._error("write to", job.error)
+
+    def _commit_again(self, group: list[_Job]) -> None:
+        """Commit a group afresh after a job without a savepoint failed and was left out."""
+        for job in group:
+            job.result = None
+            job.error = None
+        if group:
+            self._commit(group)
 
     def read(self, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
         with self._errors("read"):
