@@ -720,7 +720,7 @@ def test_cancel_stops_waiting_run(cloudflow, engine: Engine, clock: FakeClock) -
     assert cloudflow.get_run(run_id).status == "cancelled"
 
 
-def test_cancelled_run_shows_its_step_as_cancelled_not_waiting(cloudflow, engine) -> None:
+def test_cancelled_run_step_reads_cancelled(cloudflow, engine) -> None:
     def first(context):
         return cloudflow.CONTINUE
 

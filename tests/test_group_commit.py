@@ -1,8 +1,8 @@
 """Group commit in the SQLite store: writers waiting on one commit share the next one.
 
-Grouping is only worth having if it keeps every promise of a lone transaction, so these tests
-check that each caller still gets its own result or its own error, and that a failed piece of
-work leaves nothing behind while the rest of its group commits.
+Grouping must keep every promise of a lone transaction. These tests check that each caller
+still gets its own result or its own error, and that a failed piece of work leaves nothing
+behind while the rest of its group commits.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def _queue_behind_a_held_commit(store: SQLiteStore, works: list) -> list:
     return outcomes
 
 
-def test_work_that_raises_is_rolled_back_alone_and_its_group_commits(store):
+def test_raising_work_rolls_back_alone(store):
     def half_then_fail(transaction):
         transaction.put("ns", Record("half", b"should vanish", None))
         raise ValueError("refused")
@@ -130,7 +130,7 @@ def test_work_that_raises_is_rolled_back_alone_and_its_group_commits(store):
     assert _stored(store) == {"first": b"1", "last": b"3"}
 
 
-def test_each_caller_in_a_group_gets_its_own_result(store):
+def test_group_callers_get_own_results(store):
     works = [_put(f"key{index}", bytes([index])) for index in range(6)]
 
     outcomes = _queue_behind_a_held_commit(store, works)
@@ -155,7 +155,7 @@ def test_concurrent_increments_lose_nothing_and_share_commits(store, group_sizes
     assert len(group_sizes) < 800, "no two writers ever shared a commit"
 
 
-def test_a_closed_store_fails_every_caller_with_store_error(store):
+def test_closed_store_fails_callers(store):
     store.close()
 
     with pytest.raises(StoreError, match="is closed"):
@@ -163,12 +163,12 @@ def test_a_closed_store_fails_every_caller_with_store_error(store):
 
 
 def test_work_from_an_event_loop_shares_commits_and_each_task_gets_its_outcome(store, group_sizes):
-    def refuse(transaction):
-        transaction.put("ns", Record("refused", b"x", None))
-        raise ValueError("refused")
+    def reject(transaction):
+        transaction.put("ns", Record("rejected", b"x", None))
+        raise ValueError("rejected")
 
     async def main():
-        works = [_increment] * 300 + [refuse]
+        works = [_increment] * 300 + [reject]
         return await asyncio.gather(
             *(store.transact_async(work) for work in works), return_exceptions=True
         )

@@ -154,7 +154,7 @@ def test_long_step_renews_its_lease(cloudflow) -> None:
     assert outcome["result"].run.status == "succeeded"
 
 
-def test_started_run_holds_its_first_lease_and_runs_without_another_claim(engine, clock):
+def test_started_run_holds_first_lease(engine, clock):
     specs = step_specs([polls(1)])
     steps = {spec.name: spec for spec in specs}
 
@@ -172,7 +172,7 @@ def test_started_run_holds_its_first_lease_and_runs_without_another_claim(engine
     assert Context(CloudWright.vault(), run.id, "poll", 1, {}).get("seen") == [1]
 
 
-def test_started_run_whose_runner_vanished_is_taken_over_when_its_lease_ends(engine, clock):
+def test_started_run_taken_over_after_lease(engine, clock):
     specs = step_specs([polls(1)])
     steps = {spec.name: spec for spec in specs}
     run, _ = engine.start(specs, inputs={}, interval=10, timeout=None, script=None, budget=30)
@@ -184,7 +184,7 @@ def test_started_run_whose_runner_vanished_is_taken_over_when_its_lease_ends(eng
     assert result.run.steps[0].checks == 2
 
 
-def test_run_changed_by_another_writer_during_a_kept_wait_is_read_afresh(engine, clock):
+def test_changed_run_read_afresh_on_kept_check(engine, clock):
     run_id, steps = start(engine, polls(3), interval=10)
     first = engine.tick(run_id, steps, keep_lease=True)
     # Another process renews the lease from outside: the stored run no longer matches what

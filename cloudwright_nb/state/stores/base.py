@@ -108,7 +108,7 @@ class Store(ABC):
 
     url: str
     # True when a read is a short local file or memory access, quick enough to make on an
-    # event loop's own thread; a store that reads over the network leaves this False.
+    # event loop's own thread. A store that reads over the network leaves this False.
     reads_are_local = False
 
     @abstractmethod

@@ -9,7 +9,7 @@ Within one process, writers that arrive while a transaction commits are grouped:
 writer in line runs every waiting piece of work in one transaction, each inside its own
 savepoint, and commits them with one sync. A piece of work that raises is rolled back alone and
 its caller gets the error; the others commit. Each caller returns only after the commit that
-holds its writes is on disk, so grouping changes the cost of a commit, never what it promises.
+contains its writes is on disk, so grouping changes the cost of a commit, never what it promises.
 Work sent from an event loop (`transact_async`) waits in the same line, with no thread of its
 own: a writer thread leads the groups it is in, so thousands of runs on one loop share commits.
 """
