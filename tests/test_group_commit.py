@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -264,3 +265,33 @@ def test_failed_commit_run_in_a_group_leaves_the_others_committed(store):
     assert outcomes[2] == ("last", None)
     assert _stored(store) == {"first": b"1", "last": b"3"}
     assert store.get_run("app", "run-1") == stored
+
+
+class _FailingCommit:
+    """A connection whose COMMIT fails, as it does when the disk fails under SQLite."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, *args):
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._db, name)
+
+
+def test_failed_commit_raises_store_error_and_store_recovers(store, monkeypatch):
+    opened = store._connection
+    monkeypatch.setattr(store, "_connection", lambda: _FailingCommit(opened()))
+
+    with pytest.raises(StoreError, match="disk I/O error"):
+        store.transact(_put("lost", b"1"))
+    with pytest.raises(StoreError, match="disk I/O error"):
+        asyncio.run(store.transact_async(_put("lost too", b"2")))
+
+    monkeypatch.undo()
+    store.transact(_put("kept", b"3"))
+    asyncio.run(store.transact_async(_put("kept too", b"4")))
+    assert _stored(store) == {"kept": b"3", "kept too": b"4"}

@@ -480,7 +480,9 @@ class SQLiteStore(Store):
                 lost = self._error("write to", error)
             for job in group:
                 job.error = lost
-            raise
+            if not isinstance(error, Exception):
+                raise
+            return
         for job in group:
             if isinstance(job.error, sqlite3.DatabaseError):
                 job.error = self._error("write to", job.error)
