@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import random
+import signal
 import sqlite3
 import threading
 import time
@@ -295,3 +297,46 @@ def test_failed_commit_raises_store_error_and_store_recovers(store, monkeypatch)
     store.transact(_put("kept", b"3"))
     asyncio.run(store.transact_async(_put("kept too", b"4")))
     assert _stored(store) == {"kept": b"3", "kept too": b"4"}
+
+
+def test_interrupted_callers_never_block_the_queue(store):
+    """Ctrl-C in the main thread, while other threads write, fails only the interrupted call."""
+    stop = threading.Event()
+    acknowledged: list[int] = []
+    errors: list[BaseException] = []
+
+    def increment_until_stopped() -> None:
+        while not stop.is_set():
+            try:
+                store.transact(_increment)
+            except BaseException as error:
+                errors.append(error)
+                return
+            acknowledged.append(1)
+
+    background = [threading.Thread(target=increment_until_stopped) for _ in range(3)]
+    for thread in background:
+        thread.start()
+    main = threading.main_thread().ident
+    rng = random.Random(7)
+    try:
+        for trial in range(40):
+            delay = rng.uniform(0, 0.004)
+            fired = threading.Timer(delay, signal.pthread_kill, (main, signal.SIGINT))
+            fired.start()
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:  # until the interrupt lands, always inside this block
+                    store.transact(_put("main", str(trial).encode()))
+            fired.join()
+    finally:
+        stop.set()
+
+    late = threading.Thread(target=store.transact, args=(_put("late", b"x"),))
+    late.start()
+    late.join(5)
+    for thread in background:
+        thread.join(5)
+
+    assert not late.is_alive(), "a write after the interrupts never finished"
+    assert errors == []
+    assert _stored(store)["counter"] == str(len(acknowledged)).encode()

@@ -232,6 +232,10 @@ class _Job:
         return True
 
 
+# The leader of groups of work sent from an event loop, which has no caller thread to lead.
+_WRITER = object()
+
+
 def _settle(jobs: list[_Job]) -> None:
     """Hand each finished job's result or error to the event loop task awaiting it."""
     for job in jobs:
@@ -257,7 +261,11 @@ class SQLiteStore(Store):
         self._closed = threading.Event()
         self._group_lock = threading.Lock()
         self._queue: list[_Job] = []
-        self._writing = False
+        # Whose turn it is to commit the queue: a waiting caller's job, the writer thread
+        # (_WRITER), or None when no commit is under way.
+        self._leader: _Job | object | None = None
+        # A group whose COMMIT went through before an interrupt, so that nothing in it runs twice.
+        self._committed: list[_Job] | None = None
         self._writer: threading.Thread | None = None
         self._writer_turn = threading.Event()
 
@@ -336,16 +344,20 @@ class SQLiteStore(Store):
     def _queue_and_wait(self, job: _Job) -> object:
         with self._group_lock:
             self._queue.append(job)
-            leading = not self._writing
-            if leading:
-                self._writing = True
+            if self._leader is None:
+                self._leader = job
             else:
                 job.wake = threading.Event()
-        if job.wake is not None:
-            job.wake.wait()
-        if not job.finished:
-            # This caller leads the next group: its own work is in the queue it takes.
-            self._write_group()
+        try:
+            if job.wake is not None:
+                job.wake.wait()
+            if not job.finished:
+                # This caller leads the next group: its own work is in the queue it takes.
+                self._write_group(job)
+        except BaseException:
+            # Interrupted (Ctrl-C): leave the line, and pass on the turn to lead if it was ours.
+            self._leave_queue(job)
+            raise
         self._start_purger()
         if job.error is not None:
             raise job.error
@@ -360,11 +372,9 @@ class SQLiteStore(Store):
         job.future = asyncio.get_running_loop().create_future()
         with self._group_lock:
             self._queue.append(job)
-            leading = not self._writing
-            if leading:
-                self._writing = True
-        if leading:
-            self._writer_leads()
+            if self._leader is None:
+                self._leader = _WRITER
+                self._writer_leads()
         self._start_purger()
         return await job.future
 
@@ -400,30 +410,49 @@ class SQLiteStore(Store):
             if self._closed.is_set() and not self._writer_turn.is_set():
                 return
 
-    def _write_group(self) -> None:
+    def _leave_queue(self, job: _Job) -> None:
+        """Take an interrupted caller's work out of the queue, handing on its turn to lead."""
         with self._group_lock:
-            group, self._queue = self._queue, []
+            # A job a group has taken already commits or fails with that group.
+            if job in self._queue:
+                self._queue.remove(job)
+            if self._leader is job:
+                self._hand_over()
+
+    def _write_group(self, own: _Job | None = None) -> None:
+        """Commit every queued job as one group; `own` is the leading caller's job, if any."""
+        group: list[_Job] = []
+        self._committed = None
         try:
+            with self._group_lock:
+                group, self._queue = self._queue, []
             self._commit(group)
-        except BaseException as error:
-            interrupted = StoreError(
-                f"the transaction holding this write to store {self.url} was interrupted "
-                f"({type(error).__name__}) before it committed; nothing was written, so retry"
-            )
-            for job in group:
-                if job.wake is not None:
-                    job.error = interrupted
+        except BaseException:
+            if self._committed is not group:
+                # The leading caller was interrupted (Ctrl-C) before the commit: its work is
+                # dropped, and the others' goes back to the front of the queue.
+                others = [job for job in group if job is not own]
+                for job in others:
+                    job.result = job.error = None
+                with self._group_lock:
+                    self._queue[:0] = others
+                group = [own] if own is not None else []
             raise
         finally:
             self._finish(group)
             with self._group_lock:
-                following = self._queue[0] if self._queue else None
-                if following is None:
-                    self._writing = False
-            if following is not None and following.wake is not None:
-                following.wake.set()
-            elif following is not None:
-                self._writer_leads()
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Wake the next caller in line to lead, or mark the store idle; hold _group_lock."""
+        if not self._queue:
+            self._leader = None
+        elif self._queue[0].wake is not None:
+            self._leader = self._queue[0]
+            self._queue[0].wake.set()
+        else:
+            self._leader = _WRITER
+            self._writer_leads()
 
     def _finish(self, group: list[_Job]) -> None:
         """Wake every caller in a group that has committed or failed."""
@@ -442,17 +471,23 @@ class SQLiteStore(Store):
         """Run each job's work in one transaction and commit it; each job keeps its own error."""
         try:
             db = self._connection()
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as error:
+        except (StoreError, sqlite3.DatabaseError) as error:
             for job in group:
-                job.error = self._error("write to", error)
-            return
-        except StoreError as error:
-            for job in group:
-                job.error = error
+                job.error = (
+                    self._error("write to", error)
+                    if isinstance(error, sqlite3.DatabaseError)
+                    else error
+                )
             return
         transaction = _SQLiteTransaction(db)
+        began = False
         try:
+            if db.in_transaction:
+                # An interrupt (Ctrl-C) left this thread's last transaction open, holding the
+                # write lock. Nothing in it was acknowledged, so roll it back.
+                db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            began = True
             if len(group) == 1:
                 written = group[0].run(transaction)
             else:
@@ -472,6 +507,11 @@ class SQLiteStore(Store):
                 written = True
             db.execute("COMMIT" if written else "ROLLBACK")
         except BaseException as error:
+            if began and not db.in_transaction and not isinstance(error, Exception):
+                # An interrupt that arrived during COMMIT is raised once it has finished, so
+                # every job's outcome stands.
+                self._committed = group
+                raise
             # The whole group is lost: a failed COMMIT, or an interrupt while some work ran.
             if db.in_transaction:
                 db.execute("ROLLBACK")
