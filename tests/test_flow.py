@@ -8,7 +8,10 @@ so the expiry tests set the fake clock some days back to end a run that many day
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -1130,3 +1133,66 @@ def test_main_script_exit_status(
     )
 
     assert finished.returncode == status, finished.stderr
+
+
+STREAMS_SCRIPT = """
+import subprocess
+import sys
+
+from cloudwright_nb import CloudWright
+
+cloudflow = CloudWright.get_module("cloudflow")
+
+
+def talk(context):
+    print("from the step")
+    return cloudflow.CONTINUE
+
+
+before = (sys.stdout.fileno(), sys.stdout.encoding, sys.stderr.fileno())
+cloudflow.run(talk)
+after = (sys.stdout.fileno(), sys.stdout.encoding, sys.stderr.fileno())
+print("same streams:", before == after)
+sys.stdout.flush()
+subprocess.run([sys.executable, "-c", "print('child output')"], stdout=sys.stdout, check=True)
+"""
+
+
+def test_step_capture_keeps_real_streams(tmp_path: Path, sqlite_url: str, master_key: str):
+    script = tmp_path / "streams.py"
+    script.write_text(STREAMS_SCRIPT)
+
+    finished = subprocess.run(
+        [PYTHON, str(script)],
+        env=subprocess_env(CLOUDWRIGHT_STORE=sqlite_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    assert "from the step" in finished.stdout
+    assert "same streams: True" in finished.stdout
+    assert "child output" in finished.stdout
+
+
+def test_step_calling_sys_exit_fails_only_its_run(cloudflow) -> None:
+    async def finish(context):
+        return cloudflow.CONTINUE
+
+    async def quit_async(context):
+        raise SystemExit(4)
+
+    def quit_plain(context):
+        sys.exit(3)
+
+    async def main():
+        runs = [cloudflow.run(step) for step in (finish, quit_async, quit_plain, finish)]
+        return await asyncio.gather(*runs)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ended = asyncio.run(main())
+
+    assert [run.status for run in ended] == ["succeeded", "failed", "failed", "succeeded"]
+    assert ended[1].error["type"] == "SystemExit"
+    assert ended[2].error["type"] == "SystemExit"

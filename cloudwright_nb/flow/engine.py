@@ -709,7 +709,8 @@ class Engine:
                 value = spec.function(context)
                 if inspect.isawaitable(value):
                     value = asyncio.run(_awaited(value))
-            except Exception as raised:
+            except (Exception, SystemExit) as raised:
+                # sys.exit() in a step fails its run; it must not end every run in the process.
                 error = raised
         return self._step_result(claim, value, error, started, output, context)
 
@@ -745,7 +746,7 @@ class Engine:
         with CapturedOutput(echo=not self.log_output) as output, self.renewing(claim):
             try:
                 value = await spec.function(context)
-            except Exception as raised:
+            except (Exception, SystemExit) as raised:
                 error = raised
         return self._step_result(claim, value, error, started, output, context)
 

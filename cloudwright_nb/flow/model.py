@@ -193,7 +193,7 @@ class FlowRun:
         for index, step in enumerate(self.steps):
             marker = ">" if index == self.step_index and not self.done else " "
             lines.append(
-                f" {marker} {index + 1}. {step.name:<24} {step.status:<8} "
+                f" {marker} {index + 1}. {step.name:<24} {step.status:<9} "
                 f"checks {step.checks:<4} {time_spent(step.seconds_spent)}"
             )
             lines += [f"       | {line}" for line in step.output[-SUMMARY_OUTPUT_LINES:]]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextvars
-import io
 import sys
 import threading
+from collections.abc import Iterable
 from typing import TextIO
 
 _capture: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
@@ -17,8 +17,12 @@ _echo: contextvars.ContextVar[bool] = contextvars.ContextVar("cloudwright_echo",
 _install_lock = threading.Lock()
 
 
-class _Tee(io.TextIOBase):
-    """Writes through to the real stream and also to the running step's buffer, if any."""
+class _Tee:
+    """Writes through to the real stream and also to the running step's buffer, if any.
+
+    Everything else (fileno, encoding, isatty, buffer) is the real stream's, so code that
+    hands sys.stdout to a subprocess or checks for a terminal sees no difference.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -30,6 +34,10 @@ class _Tee(io.TextIOBase):
             if not _echo.get():
                 return len(text)
         return self.stream.write(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         self.stream.flush()

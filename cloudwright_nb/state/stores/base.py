@@ -193,7 +193,7 @@ class Store(ABC):
         `work` runs in another thread, so it must not touch the loop. Stores that can commit
         many callers' work together override this.
         """
-        import asyncio  # here, not at the top: a deployed function never loads it otherwise
+        import asyncio  # here, not at the top, so that import cloudwright_nb does not load it
 
         return await asyncio.to_thread(self.transact, work)
 

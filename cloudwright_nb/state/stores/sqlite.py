@@ -367,7 +367,7 @@ class SQLiteStore(Store):
         return await self._queue_async(_Job(work))  # type: ignore[return-value]
 
     async def _queue_async(self, job: _Job) -> object:
-        import asyncio  # here, not at the top: a deployed function never loads it otherwise
+        import asyncio  # here, not at the top, so that import cloudwright_nb does not load it
 
         job.future = asyncio.get_running_loop().create_future()
         with self._group_lock:
