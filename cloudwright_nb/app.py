@@ -14,7 +14,14 @@ from types import MappingProxyType
 from typing import Any
 
 from .durations import Duration, parse_duration
-from .errors import ApplicationNameError, InvalidInputError, StoreURLError, UnknownModuleError
+from .errors import (
+    ApplicationNameError,
+    InvalidInputError,
+    StateError,
+    StoreURLError,
+    UnknownModuleError,
+)
+from .state import codec
 
 log = logging.getLogger("cloudwright_nb")
 
@@ -59,6 +66,25 @@ def parse_inputs(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
             )
         inputs[key.strip()] = value
     return inputs
+
+
+def check_inputs(inputs: object) -> dict[str, Any]:
+    """Return a run's inputs as a dict, after checking each is stored as state would be."""
+    if not isinstance(inputs, Mapping):
+        raise InvalidInputError(
+            f"inputs must be a dict of names to JSON values, not {type(inputs).__name__} "
+            f"{inputs!r:.60}; for example inputs={{'email': 'you@example.com'}}"
+        )
+    for name, value in inputs.items():
+        if not isinstance(name, str):
+            raise InvalidInputError(
+                f"input name {name!r} is {type(name).__name__}; input names must be strings"
+            )
+        try:
+            codec.encode_value(name, value)
+        except StateError as error:
+            raise InvalidInputError(f"invalid input {name!r}: {error}") from None
+    return dict(inputs)
 
 
 def _notebook_name() -> str | None:

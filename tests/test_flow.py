@@ -24,6 +24,7 @@ import pytest
 from cloudwright_nb import (
     CloudWright,
     InvalidDurationError,
+    InvalidInputError,
     InvalidRunIdError,
     RunNotFoundError,
     RunStateError,
@@ -1196,3 +1197,23 @@ def test_step_calling_sys_exit_fails_only_its_run(cloudflow) -> None:
     assert [run.status for run in ended] == ["succeeded", "failed", "failed", "succeeded"]
     assert ended[1].error["type"] == "SystemExit"
     assert ended[2].error["type"] == "SystemExit"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ("notadict", "inputs must be a dict of names to JSON values, not str 'notadict'"),
+        ([1, 2], "inputs must be a dict of names to JSON values, not list [1, 2]"),
+        ({1: "one"}, "input name 1 is int; input names must be strings"),
+        ({"when": object()}, "invalid input 'when': cannot store key 'when'"),
+    ],
+)
+def test_bad_run_inputs_name_the_input(cloudflow, inputs, message) -> None:
+    def step(context):
+        return cloudflow.CONTINUE
+
+    with pytest.raises(InvalidInputError) as raised:
+        cloudflow.run(step, inputs=inputs)
+
+    assert message in str(raised.value)
+    assert cloudflow.list_runs() == []

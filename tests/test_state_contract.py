@@ -125,6 +125,15 @@ def test_update_passes_default_when_missing(state):
     assert state.get("counter") == 11
 
 
+def test_update_with_value_says_call_set(state):
+    state.set("keep", 1)
+
+    with pytest.raises(TypeError, match=r"call set\('keep', value\)"):
+        state.update("keep", 5)
+
+    assert state.get("keep") == 1
+
+
 def test_update_passes_current_value(state):
     state.set("names", ["ada"])
 

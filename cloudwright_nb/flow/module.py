@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..app import check_inputs
 from ..durations import Duration, parse_duration
 from ..errors import ConfigurationError, RunNotFoundError, RunStateError, StepMismatchError
 from .engine import Claim, Engine
@@ -62,6 +63,8 @@ class CloudFlow:
         cancelled run exits the process with status 1.
         """
         specs = step_specs(steps)
+        if inputs is not None:
+            inputs = check_inputs(inputs)
         interval_seconds = self._interval(interval)
         timeout_seconds = parse_duration(timeout, name="timeout") if timeout is not None else None
         request = self._runtime.request

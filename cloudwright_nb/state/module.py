@@ -157,6 +157,11 @@ class StateModule(SealedMapping):
         the store retries a conflicting transaction, so it should have no side effects.
         """
         codec.check_key(key)
+        if not callable(fn):
+            raise TypeError(
+                f"update({key!r}, {fn!r:.40}) needs a function that takes the current value and "
+                f"returns the new one; to store a value as it is, call set({key!r}, value)"
+            )
         seconds = ttl_seconds(ttl)
         namespace = self._namespace
         ids = self._vault.ids(namespace, key)
