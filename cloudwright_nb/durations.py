@@ -27,9 +27,11 @@ def parse_duration(value: Duration, *, name: str = "duration") -> float:
     elif isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        match = _PATTERN.match(value)
+        match = _PATTERN.match(value.removeprefix("-"))
         if match is None:
             raise InvalidDurationError(f"invalid {name} {value!r}: expected {_EXAMPLES}")
+        if value.startswith("-"):
+            raise InvalidDurationError(f"invalid {name} {value!r}: it must be greater than zero")
         number, unit = match.groups()
         seconds = float(number) * _UNITS[unit or "s"]
     else:

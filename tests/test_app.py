@@ -464,3 +464,11 @@ def test_bad_environment_interval_names_variable(monkeypatch):
 
     with pytest.raises(InvalidDurationError, match="CLOUDWRIGHT_INTERVAL"):
         _ = CloudWright.environment_interval
+
+
+@pytest.mark.parametrize(
+    "value", [-1, "-1", "-5s", "-500ms", "0s", timedelta(seconds=-1)], ids=repr
+)
+def test_negative_duration_says_greater_than_zero(value):
+    with pytest.raises(InvalidDurationError, match="it must be greater than zero"):
+        parse_duration(value, name="interval")
