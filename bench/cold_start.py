@@ -77,7 +77,7 @@ def main() -> None:
     print()
     baseline = medians["python alone"]
     for name, seconds in medians.items():
-        line = f"{name:<22}{1000 * seconds:8.1f} ms"
+        line = f"{name:<26}{1000 * seconds:8.1f} ms"
         if name != "python alone":
             line += f"   imports {1000 * (seconds - baseline):6.1f} ms"
         print(line)
