@@ -131,7 +131,6 @@ class KernelRunner:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[FlowRun]] = set()
-        self._runs: dict[asyncio.Task[FlowRun], LiveRun] = {}
         self._by_id: dict[str, LiveRun] = {}
 
     @classmethod
@@ -162,14 +161,12 @@ class KernelRunner:
 
     def _keep(self, task: asyncio.Task[FlowRun], live: LiveRun) -> None:
         self._tasks.add(task)
-        self._runs[task] = live
         self._by_id[live.id] = live
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda done: self._forget(done, live))
+        task.add_done_callback(lambda done: self._forget(live))
         live._task = task
 
-    def _forget(self, task: asyncio.Task[FlowRun], live: LiveRun) -> None:
-        self._runs.pop(task, None)
+    def _forget(self, live: LiveRun) -> None:
         if self._by_id.get(live.id) is live:
             del self._by_id[live.id]
 
