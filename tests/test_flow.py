@@ -1118,6 +1118,17 @@ print("after the run")
 """
 
 
+def run_script(script: Path, sqlite_url: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` as `python script.py` on the store at `sqlite_url`."""
+    return subprocess.run(
+        [PYTHON, str(script)],
+        env=subprocess_env(CLOUDWRIGHT_STORE=sqlite_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize(("outcome", "status"), [("FAIL", 1), ("CONTINUE", 0)])
 def test_main_script_exit_status(
     tmp_path: Path, sqlite_url: str, master_key: str, outcome: str, status: int
@@ -1125,13 +1136,7 @@ def test_main_script_exit_status(
     script = tmp_path / "nightly_job.py"
     script.write_text(textwrap.dedent(SCRIPT.format(outcome=outcome)))
 
-    finished = subprocess.run(
-        [PYTHON, str(script)],
-        env=subprocess_env(CLOUDWRIGHT_STORE=sqlite_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    finished = run_script(script, sqlite_url)
 
     assert finished.returncode == status, finished.stderr
 
@@ -1163,13 +1168,7 @@ def test_step_capture_keeps_real_streams(tmp_path: Path, sqlite_url: str, master
     script = tmp_path / "streams.py"
     script.write_text(STREAMS_SCRIPT)
 
-    finished = subprocess.run(
-        [PYTHON, str(script)],
-        env=subprocess_env(CLOUDWRIGHT_STORE=sqlite_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    finished = run_script(script, sqlite_url)
 
     assert finished.returncode == 0, finished.stderr
     assert "from the step" in finished.stdout
