@@ -197,10 +197,10 @@ class StateModule(SealedMapping):
     def expires_at(self, key: str) -> datetime | None:
         """Return when `key` expires (UTC), or None if it is missing."""
         ids = self._vault.ids(self._namespace, codec.check_key(key))
-        record = self._vault.first_found(ids, self._vault.store.read(self._namespace, ids))
-        if record is None or record.expires_at is None:
-            return None
-        return datetime.fromtimestamp(record.expires_at, timezone.utc)
+        found = self._vault.store.read(self._namespace, ids)
+        record_id = self._vault.first_found(ids, found)
+        expires_at = found[record_id].expires_at if record_id is not None else None
+        return datetime.fromtimestamp(expires_at, timezone.utc) if expires_at is not None else None
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)

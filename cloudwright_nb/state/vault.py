@@ -148,22 +148,21 @@ class Vault:
                 f"cannot decrypt a {what} of application {self.app!r}: {error}"
             ) from None
 
-    def first_found(self, ids: Sequence[str], found: dict[str, Record]) -> Record | None:
+    def first_found(self, ids: Sequence[str], found: Mapping[str, object]) -> str | None:
+        """Return the first of `ids` that `found` contains, or None."""
         for record_id in ids:
             if record_id in found:
-                return found[record_id]
+                return record_id
         return None
 
     def read_value(
         self, namespace: str, name: str, blobs: Mapping[str, bytes], ids: Sequence[str]
     ) -> tuple[bool, Any]:
         """Decode the value of `name` from the blobs read for `ids`, or return (False, None)."""
-        for record_id in ids:
-            blob = blobs.get(record_id)
-            if blob is not None:
-                break
-        else:
+        record_id = self.first_found(ids, blobs)
+        if record_id is None:
             return False, None
+        blob = blobs[record_id]
         try:
             # The id was derived from `name`, so comparing names checks what re-deriving the
             # id would, at a fraction of the cost.
