@@ -165,7 +165,7 @@ def test_closed_store_fails_callers(store):
         store.transact(_put("late", b"x"))
 
 
-def test_work_from_an_event_loop_shares_commits_and_each_task_gets_its_outcome(store, group_sizes):
+def test_event_loop_work_shares_commits(store, group_sizes):
     def reject(transaction):
         transaction.put("ns", Record("rejected", b"x", None))
         raise ValueError("rejected")
@@ -184,14 +184,14 @@ def test_work_from_an_event_loop_shares_commits_and_each_task_gets_its_outcome(s
     assert max(group_sizes) > 1
 
 
-def test_work_from_an_event_loop_on_a_closed_store_raises_store_error(store):
+def test_event_loop_work_on_closed_store(store):
     store.close()
 
     with pytest.raises(StoreError, match="is closed"):
         asyncio.run(store.transact_async(_put("late", b"x")))
 
 
-def test_many_runs_on_one_loop_all_finish_on_sqlite(sqlite_url, master_key):
+def test_many_runs_on_one_loop_finish(sqlite_url, master_key):
     CloudWright.configure(app="many", store=sqlite_url)
     cloudflow = CloudWright.get_module("cloudflow")
     checks: dict[str, list[int]] = {}
@@ -246,7 +246,7 @@ def test_commit_run_writes_only_over_the_expected_run(store):
     assert store.get_run("app", "run-1") == first
 
 
-def test_failed_commit_run_in_a_group_leaves_the_others_committed(store):
+def test_failed_commit_run_spares_its_group(store):
     stored = _stored_run(store)
     changed = replace(stored, updated_at=3.0)
     # A record without a blob breaks the table's NOT NULL rule, after the run was updated.

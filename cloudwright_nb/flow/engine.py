@@ -413,11 +413,11 @@ class Engine:
         kept: Claim | None = None,
         claimed: Claim | None = None,
     ) -> TickResult:
-        """Do what `tick` does on an event loop, which it never blocks for long.
+        """Do what `tick` does on an event loop, blocking it only for a local store's reads.
 
         Plain steps run in worker threads. Commits go through the store's `transact_async`, so
         a store can group the commits of many runs. A local store's one-read check of a kept
-        lease is made on the loop's thread; other store calls use worker threads.
+        lease is made on the loop's thread, and other stores read in worker threads.
         """
         show = _EventEcho(echo)
         claim: Claim | TickResult | None = claimed

@@ -21,7 +21,7 @@ class _Tee:
     """Writes through to the real stream and also to the running step's buffer, if any.
 
     Everything else (fileno, encoding, isatty, buffer) is the real stream's, so code that
-    hands sys.stdout to a subprocess or checks for a terminal sees no difference.
+    hands sys.stdout to a subprocess or checks for a terminal works as without capture.
     """
 
     def __init__(self, stream: TextIO) -> None:

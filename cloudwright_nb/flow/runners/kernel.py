@@ -229,7 +229,7 @@ class KernelRunner:
         log.debug("run %s: %s", live.id, event)
         if live._listeners and (event.endswith(": started") or "->" in event):
             # A step began: show it as running without waiting for the tick to end. Only a
-            # panel looks before the tick ends, so a run nobody watches is not read again.
+            # panel shows the run before the tick ends, so a run without one is not read again.
             asyncio.get_running_loop().create_task(_refresh(live))
 
 

@@ -464,7 +464,7 @@ class SQLiteStore(Store):
             elif job.future is not None:
                 settled.setdefault(job.future.get_loop(), []).append(job)
         for loop, jobs in settled.items():
-            with contextlib.suppress(RuntimeError):  # the loop has closed; nobody waits
+            with contextlib.suppress(RuntimeError):  # the loop has closed, so no task waits
                 loop.call_soon_threadsafe(_settle, jobs)
 
     def _commit(self, group: list[_Job]) -> None:
@@ -509,7 +509,7 @@ class SQLiteStore(Store):
         except BaseException as error:
             if began and not db.in_transaction and not isinstance(error, Exception):
                 # An interrupt that arrived during COMMIT is raised once it has finished, so
-                # every job's outcome stands.
+                # every job keeps its outcome.
                 self._committed = group
                 raise
             # The whole group is lost: a failed COMMIT, or an interrupt while some work ran.
