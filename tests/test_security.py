@@ -565,3 +565,29 @@ def test_expired_records_are_purged_in_bounded_batches(sqlite_url) -> None:
     assert remaining == 4
     assert [row[1] for row in records(sqlite_url)] == ["live"]
     store.close()
+
+
+def test_sealed_records_never_share_a_nonce():
+    cipher = CloudWright.vault().cipher
+    # Enough seals to draw from the OS several times.
+    nonces = {cipher.seal("ns", "id", "key", b"{}")[9:21] for _ in range(20_000)}
+
+    assert len(nonces) == 20_000
+
+
+def test_forked_child_draws_its_own_nonces():
+    from cloudwright_nb.state import crypto
+
+    crypto._NONCES.take()  # The pool now holds nonces the parent has not used yet.
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, crypto._NONCES.take())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read_end, 64)
+    os.close(read_end)
+    os.close(write_end)
+
+    assert len(child) == 12
+    assert child != crypto._NONCES.take()

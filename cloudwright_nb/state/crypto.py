@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -39,6 +40,8 @@ KEY_BYTES = 32
 _FINGERPRINT_BYTES = 8
 _NONCE_BYTES = 12
 _HEADER = struct.Struct(f">B{_FINGERPRINT_BYTES}s{_NONCE_BYTES}s")
+# Nonces drawn from the OS per call to os.urandom.
+_NONCES_PER_DRAW = 4096
 _NAME_LENGTH = struct.Struct(">I")
 
 
@@ -139,6 +142,39 @@ class _DerivedKey:
         self.id_key = master.derive("id key", app)
 
 
+class _NoncePool:
+    """Random AES-GCM nonces, drawn from the OS thousands at a time.
+
+    Every nonce is still twelve fresh bytes from os.urandom; only the system call is shared.
+    That call releases the GIL, and on an event loop sealing thousands of runs a second, each
+    release let another thread take the GIL and keep the loop waiting for it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._drawn = b""
+        self._used = 0
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._used == len(self._drawn):
+                self._drawn = os.urandom(_NONCE_BYTES * _NONCES_PER_DRAW)
+                self._used = 0
+            start = self._used
+            self._used += _NONCE_BYTES
+            return self._drawn[start : self._used]
+
+    def forget(self) -> None:
+        """Drop the undrawn nonces, which a forked child shares with its parent."""
+        self._lock = threading.Lock()
+        self._drawn = b""
+        self._used = 0
+
+
+_NONCES = _NoncePool()
+os.register_at_fork(after_in_child=_NONCES.forget)
+
+
 class AppCipher:
     """Seals and opens one application's records under its master keys."""
 
@@ -159,7 +195,7 @@ class AppCipher:
 
     def seal(self, namespace: str, record_id: str, name: str, payload: bytes) -> bytes:
         key = self.keys[0]
-        nonce = secrets.token_bytes(_NONCE_BYTES)
+        nonce = _NONCES.take()
         encoded_name = name.encode("utf-8", "surrogatepass")
         plaintext = struct.pack(">I", len(encoded_name)) + encoded_name + payload
         header = _HEADER.pack(RECORD_VERSION, key.master.fingerprint_bytes, nonce)
