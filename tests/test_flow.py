@@ -1216,3 +1216,21 @@ def test_bad_run_inputs_name_the_input(cloudflow, inputs, message) -> None:
 
     assert message in str(raised.value)
     assert cloudflow.list_runs() == []
+
+
+def test_inputs_orjson_refuses_are_kept_exactly(cloudflow) -> None:
+    # Run details are encoded by orjson, which refuses an integer over 64 bits and a lone
+    # surrogate; json encodes those runs instead, so nothing is lost or rounded.
+    inputs = {"big": 2**70, "lone": "\udc80", "accent": "é"}
+    seen = []
+
+    def step(context):
+        seen.append(context.inputs)
+        return cloudflow.CONTINUE
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        run = cloudflow.run(step, inputs=inputs)
+
+    assert run.status == "succeeded"
+    assert seen == [inputs]
+    assert cloudflow.get_run(run.id).inputs == inputs

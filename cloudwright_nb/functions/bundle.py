@@ -20,6 +20,7 @@ ENTRY_POINT = "cloudwright"
 # Packages the deployed function imports, pinned to the versions installed here.
 RUNTIME_REQUIREMENTS = (
     "cryptography",
+    "orjson",
     "platformdirs",
     "google-cloud-firestore",
     "functions-framework",
