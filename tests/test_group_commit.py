@@ -23,6 +23,7 @@ import pytest
 
 from cloudwright_nb import CloudWright, StoreError
 from cloudwright_nb.state.stores import Record, RunRow
+from cloudwright_nb.state.stores import sqlite as sqlite_store
 from cloudwright_nb.state.stores.sqlite import SQLiteStore
 
 
@@ -267,6 +268,68 @@ def test_failed_commit_run_spares_its_group(store):
     assert outcomes[2] == ("last", None)
     assert _stored(store) == {"first": b"1", "last": b"3"}
     assert store.get_run("app", "run-1") == stored
+
+
+def test_commit_runs_of_a_group_share_one_statement(store, monkeypatch):
+    stored = [_stored_run(store, run_id=f"run-{index:03}") for index in range(300)]
+    # Run 250 changed after its runner read it: its commit must fail, and only its own.
+    store.transact(
+        lambda transaction: transaction.put_run(replace(stored[250], status="cancelled"))
+    )
+    calls: list[int] = []
+    update_runs = sqlite_store._update_runs
+    job_run = sqlite_store._Job.run
+    alone: list[sqlite_store._Job] = []
+
+    def counted(db, transaction, jobs):
+        calls.append(len(jobs))
+        update_runs(db, transaction, jobs)
+
+    def run_alone(job, transaction):
+        alone.append(job)
+        return job_run(job, transaction)
+
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold(transaction):
+        inside.set()
+        assert release.wait(10)
+
+    async def commit_all():
+        commits = [
+            store.commit_run_async(row, replace(row, updated_at=9.0, lease_holder="h:1"), "ns")
+            for row in stored[:299]
+        ]
+        # One commit carries a context write, so it is written on its own, in the same group.
+        note = Record("note", b"x", None)
+        commits.append(
+            store.commit_run_async(stored[299], replace(stored[299], updated_at=8.0), "ns", [note])
+        )
+        tasks = [asyncio.ensure_future(commit) for commit in commits]
+        while len(store._queue) < len(tasks):
+            await asyncio.sleep(0.001)
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    holder = threading.Thread(target=store.transact, args=(hold,))
+    holder.start()
+    assert inside.wait(10)
+    monkeypatch.setattr(sqlite_store, "_update_runs", counted)
+    monkeypatch.setattr(sqlite_store._Job, "run", run_alone)
+    results = asyncio.run(commit_all())
+    holder.join(10)
+
+    assert results == [True] * 250 + [False] + [True] * 49
+    # The first 200 runs took one statement. The next 99 took one that wrote nothing, because
+    # of run 250, and then one each; the commit with a context write ran on its own.
+    assert calls == [299]
+    assert len(alone) == 100
+    assert store.get_run("app", "run-250").status == "cancelled"
+    assert store.get_run("app", "run-000").lease_holder == "h:1"
+    assert store.get_run("app", "run-298").updated_at == 9.0
+    assert store.get_run("app", "run-299").updated_at == 8.0
+    assert _stored(store) == {"note": b"x"}
 
 
 class _FailingCommit:

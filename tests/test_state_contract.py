@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -836,6 +837,40 @@ def test_store_run_row_round_trips(store):
 
     assert store.get_run("app-ns", "run-1") == row
     assert store.transact(lambda transaction: transaction.get_run("app-ns", "run-1")) == row
+
+
+def test_store_changed_runs_returns_only_what_changed(store):
+    # More runs than one SQLite statement compares, with unrounded times and NULL fields.
+    rows = [
+        replace(run_row(f"run-{index:03}", time.time()), lease_holder=None, lease_expires_at=None)
+        for index in range(250)
+    ]
+
+    def write(transaction: Transaction) -> None:
+        for row in rows:
+            transaction.put_run(row)
+
+    store.transact(write)
+    assert store.changed_runs("app-ns", rows) == {}
+
+    cancelled = replace(rows[3], status="cancelled", next_check_at=None)
+    taken = replace(rows[240], lease_holder="other:1", lease_expires_at=rows[240].created_at + 60)
+    resealed = replace(rows[7], blob=b"\x02other")
+    store.transact(lambda transaction: [transaction.put_run(row) for row in (cancelled, taken)])
+    store.transact(lambda transaction: transaction.put_run(resealed))
+    store.delete_runs("app-ns", ["run-100"])
+    never_stored = run_row("run-999", time.time())
+
+    changed = store.changed_runs("app-ns", [*rows, never_stored])
+
+    assert changed == {
+        "run-003": cancelled,
+        "run-007": resealed,
+        "run-100": None,
+        "run-240": taken,
+        "run-999": None,
+    }
+    assert store.changed_runs("other-app", rows[:2]) == {"run-000": None, "run-001": None}
 
 
 def test_store_get_run_of_missing_run_is_none(store):

@@ -143,6 +143,16 @@ class Store(ABC):
     def get_run(self, app: str, run_id: str) -> RunRow | None:
         """Return the run, whether or not it has expired."""
 
+    def changed_runs(self, app: str, expected: Sequence[RunRow]) -> dict[str, RunRow | None]:
+        """Return, by id, the runs that are no longer stored exactly as `expected` has them.
+
+        Each changed run maps to the run as stored now, or to None if it is gone. A run that
+        is unchanged is left out, so a store can check many runs and send back only the few
+        that changed.
+        """
+        stored = {row.run_id: self.get_run(app, row.run_id) for row in expected}
+        return {row.run_id: stored[row.run_id] for row in expected if stored[row.run_id] != row}
+
     @abstractmethod
     def list_runs(
         self, app: str, statuses: Iterable[str] | None = None, limit: int | None = None

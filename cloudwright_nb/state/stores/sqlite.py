@@ -17,6 +17,7 @@ own: a writer thread leads the groups it is in, so thousands of runs on one loop
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sqlite3
 import threading
@@ -89,6 +90,11 @@ _UPDATE_UNCHANGED_RUN = (
     f"WHERE app = ? AND run_id = ? AND {' AND '.join(f'{field} IS ?' for field in _RUN_FIELDS)}"
 )
 _UNEXPIRED = "(expires_at IS NULL OR expires_at > ?)"
+# changed_runs binds ten values per run and _update_runs nineteen, well below SQLite's 32,766
+# parameters per statement.
+_RUNS_PER_COMPARISON = 200
+# UPDATE ... FROM arrived in SQLite 3.33; an older library writes each run on its own.
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 # The sqlite3 module caches up to 128 prepared statements per connection, keyed by their text,
 # so a constant text is prepared again only if other statements push it out.
 _SELECT_BLOB = f"SELECT blob FROM records WHERE ns = ? AND id = ? AND {_UNEXPIRED}"
@@ -142,13 +148,17 @@ class _SQLiteTransaction(Transaction):
         )
 
 
+def _chunks(ids: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """Split `ids` into lists short enough for one SELECT, each with its placeholders."""
+    for start in range(0, len(ids), _IDS_PER_SELECT):
+        chunk = list(ids[start : start + _IDS_PER_SELECT])
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def _read(db: sqlite3.Connection, namespace: str, ids: Sequence[str]) -> dict[str, Record]:
     found: dict[str, Record] = {}
     moment = now()
-    # SQLite allows 32,766 parameters per statement; stay well below it.
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start : start + 500])
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in _chunks(ids):
         rows = db.execute(
             f"SELECT id, blob, expires_at FROM records WHERE ns = ? AND id IN ({marks}) "
             f"AND {_UNEXPIRED}",
@@ -174,6 +184,24 @@ def _run_fields(row: RunRow) -> tuple[object, ...]:
     )
 
 
+def _run_commit_job(
+    expected: RunRow,
+    row: RunRow,
+    namespace: str,
+    puts: Sequence[Record],
+    deletes: Sequence[str],
+) -> _Job:
+    """Return the job of `commit_run`, which checks and writes the run in one UPDATE.
+
+    A group can write many such jobs that have no context writes in one statement.
+    """
+    work = _update_unchanged_run(expected, row, namespace, puts, deletes)
+    job = _Job(work, savepoint=False)
+    if not puts and not deletes:
+        job.run_update = (expected, row)
+    return job
+
+
 def _update_unchanged_run(
     expected: RunRow,
     row: RunRow,
@@ -197,6 +225,63 @@ def _update_unchanged_run(
     return work
 
 
+@functools.lru_cache(maxsize=8)
+def _changed_runs_query(count: int) -> str:
+    """Return the query that compares `count` expected runs with the stored ones."""
+    values = ", ".join(["(" + ", ".join("?" * (1 + len(_RUN_FIELDS))) + ")"] * count)
+    stored = ", ".join(f"runs.{column}" for column in _RUN_COLUMNS.split(", "))
+    differs = " OR ".join(f"runs.{field} IS NOT expected.{field}" for field in _RUN_FIELDS)
+    return (
+        f"WITH expected (run_id, {', '.join(_RUN_FIELDS)}) AS (VALUES {values}) "
+        f"SELECT expected.run_id, {stored} FROM expected "
+        "LEFT JOIN runs ON runs.app = ? AND runs.run_id = expected.run_id "
+        f"WHERE runs.run_id IS NULL OR {differs}"
+    )
+
+
+def _update_runs(db: sqlite3.Connection, transaction: Transaction, jobs: list[_Job]) -> None:
+    """Write the runs of many `commit_run` jobs, each only if it is unchanged.
+
+    One statement writes a chunk of runs, so the writing thread gives up the GIL once per
+    chunk rather than once per run; under load, taking the GIL back each time cost it up to
+    the interpreter's switch interval. If a run changed meanwhile, the chunk is rolled back and
+    its runs are written one by one to learn which.
+    """
+    for start in range(0, len(jobs), _RUNS_PER_COMPARISON):
+        chunk = jobs[start : start + _RUNS_PER_COMPARISON]
+        parameters: list[object] = []
+        for job in chunk:
+            assert job.run_update is not None
+            expected, row = job.run_update
+            parameters += (row.run_id, *_run_fields(row), *_run_fields(expected))
+        db.execute("SAVEPOINT runs")
+        # The cursor's rowcount stays -1 for a statement that starts with WITH.
+        before = db.total_changes
+        db.execute(_update_runs_query(len(chunk)), (*parameters, chunk[0].run_update[0].app))
+        if db.total_changes - before == len(chunk):
+            for job in chunk:
+                job.result = True
+        else:
+            db.execute("ROLLBACK TO runs")
+            for job in chunk:
+                job.run(transaction)
+        db.execute("RELEASE runs")
+
+
+@functools.lru_cache(maxsize=8)
+def _update_runs_query(count: int) -> str:
+    """Return the statement that writes `count` runs, each only if it is still as expected."""
+    was = [f"was_{field}" for field in _RUN_FIELDS]
+    values = ", ".join(["(" + ", ".join("?" * (1 + 2 * len(_RUN_FIELDS))) + ")"] * count)
+    assign = ", ".join(f"{field} = new.{field}" for field in _RUN_FIELDS)
+    same = " AND ".join(f"runs.{field} IS new.was_{field}" for field in _RUN_FIELDS)
+    return (
+        f"WITH new (run_id, {', '.join(_RUN_FIELDS)}, {', '.join(was)}) AS (VALUES {values}) "
+        f"UPDATE runs SET {assign} FROM new "
+        f"WHERE runs.app = ? AND runs.run_id = new.run_id AND {same}"
+    )
+
+
 def _get_run(db: sqlite3.Connection, app: str, run_id: str) -> RunRow | None:
     row = db.execute(
         f"SELECT {_RUN_COLUMNS} FROM runs WHERE app = ? AND run_id = ?", (app, run_id)
@@ -207,7 +292,7 @@ def _get_run(db: sqlite3.Connection, app: str, run_id: str) -> RunRow | None:
 class _Job:
     """One caller's piece of work in a group commit, and what came of it."""
 
-    __slots__ = ("error", "finished", "future", "result", "savepoint", "wake", "work")
+    __slots__ = ("error", "finished", "future", "result", "run_update", "savepoint", "wake", "work")
 
     def __init__(self, work: Callable[[Transaction], object], savepoint: bool = True) -> None:
         self.work = work
@@ -221,6 +306,8 @@ class _Job:
         self.wake: threading.Event | None = None
         # For a caller on an event loop, which the writer thread settles after the commit.
         self.future: asyncio.Future[object] | None = None
+        # For a commit_run without context writes: the run expected, and the run to write.
+        self.run_update: tuple[RunRow, RunRow] | None = None
 
     def run(self, transaction: Transaction) -> bool:
         """Do the work; return False if it raised, keeping the error for its caller."""
@@ -338,8 +425,8 @@ class SQLiteStore(Store):
         puts: Sequence[Record] = (),
         deletes: Sequence[str] = (),
     ) -> bool:
-        work = _update_unchanged_run(expected, row, namespace, puts, deletes)
-        return self._queue_and_wait(_Job(work, savepoint=False))  # type: ignore[return-value]
+        job = _run_commit_job(expected, row, namespace, puts, deletes)
+        return self._queue_and_wait(job)  # type: ignore[return-value]
 
     def _queue_and_wait(self, job: _Job) -> object:
         with self._group_lock:
@@ -386,8 +473,8 @@ class SQLiteStore(Store):
         puts: Sequence[Record] = (),
         deletes: Sequence[str] = (),
     ) -> bool:
-        work = _update_unchanged_run(expected, row, namespace, puts, deletes)
-        return await self._queue_async(_Job(work, savepoint=False))  # type: ignore[return-value]
+        job = _run_commit_job(expected, row, namespace, puts, deletes)
+        return await self._queue_async(job)  # type: ignore[return-value]
 
     def _writer_leads(self) -> None:
         """Have the writer thread lead the next group, for work sent from an event loop."""
@@ -491,6 +578,10 @@ class SQLiteStore(Store):
             if len(group) == 1:
                 written = group[0].run(transaction)
             else:
+                updates = [job for job in group if job.run_update is not None]
+                if len(updates) > 1 and _UPDATE_FROM:
+                    _update_runs(db, transaction, updates)
+                    group = [job for job in group if job.run_update is None]
                 for job in group:
                     if not job.savepoint:
                         if not job.run(transaction):
@@ -552,9 +643,7 @@ class SQLiteStore(Store):
                 return {} if row is None else {ids[0]: row[0]}
 
             found: dict[str, bytes] = {}
-            for start in range(0, len(ids), _IDS_PER_SELECT):
-                chunk = list(ids[start : start + _IDS_PER_SELECT])
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _chunks(ids):
                 rows = db.execute(
                     f"SELECT id, blob FROM records WHERE ns = ? AND id IN ({marks}) "
                     f"AND {_UNEXPIRED}",
@@ -596,6 +685,20 @@ class SQLiteStore(Store):
     def get_run(self, app: str, run_id: str) -> RunRow | None:
         with self._errors("read"):
             return _get_run(self._connection(), app, run_id)
+
+    def changed_runs(self, app: str, expected: Sequence[RunRow]) -> dict[str, RunRow | None]:
+        # SQLite compares the rows, so the usual answer, nothing changed, is one step of one
+        # statement per chunk instead of a row per run.
+        changed: dict[str, RunRow | None] = {}
+        with self._errors("read"):
+            db = self._connection()
+            for start in range(0, len(expected), _RUNS_PER_COMPARISON):
+                chunk = expected[start : start + _RUNS_PER_COMPARISON]
+                parameters = [value for row in chunk for value in (row.run_id, *_run_fields(row))]
+                rows = db.execute(_changed_runs_query(len(chunk)), (*parameters, app))
+                for run_id, *stored in rows:
+                    changed[run_id] = RunRow(*stored) if stored[0] is not None else None
+        return changed
 
     def list_runs(
         self, app: str, statuses: Iterable[str] | None = None, limit: int | None = None
