@@ -1234,3 +1234,10 @@ def test_inputs_orjson_refuses_are_kept_exactly(cloudflow) -> None:
     assert run.status == "succeeded"
     assert seen == [inputs]
     assert cloudflow.get_run(run.id).inputs == inputs
+
+
+def test_flow_run_fields_name_every_attribute(cloudflow, engine: Engine) -> None:
+    # A LiveRun rebuilds exactly these when its run changes; a new attribute must be listed.
+    run_id, _ = start(engine, lambda context: cloudflow.CONTINUE)
+
+    assert set(vars(engine.get(run_id))) - {"_flow"} == FlowRun.FIELDS

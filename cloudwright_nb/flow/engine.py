@@ -32,7 +32,7 @@ from ..errors import (
     StateDecryptionError,
     StepMismatchError,
 )
-from ..state.stores import RunRow, Store, Transaction
+from ..state.stores import Record, RunRow, Store, Transaction
 from ..state.stores.base import END_STATUSES, LIVE_STATUSES, now
 from ..state.vault import Vault
 from .context import Context
@@ -81,14 +81,27 @@ class Claim:
 
 @dataclass
 class TickResult:
-    """The outcome of a tick: whether it ran a step, the reason if not, and the run afterwards."""
+    """The outcome of a tick: whether it ran a step, the reason if not, and the run afterwards.
 
-    run: FlowRun
+    `row` is the run as stored after the tick. `run` shows it, built when first read: the
+    kernel's runner, checking thousands of runs a second, needs only the row.
+    """
+
+    row: RunRow
+    engine: Engine = field(repr=False)
     ran_step: bool
     reason: str
     busy_until: datetime | None = None
     events: list[str] = field(default_factory=list)
     kept: Claim | None = None
+
+    @functools.cached_property
+    def run(self) -> FlowRun:
+        return self.engine.view(self.row)
+
+    @property
+    def done(self) -> bool:
+        return self.row.status in END_STATUSES
 
 
 @dataclass
@@ -167,7 +180,10 @@ class Engine:
 
     def get(self, run_id: str) -> FlowRun:
         self.vault.reading_keys()
-        row = self._row(None, run_id)
+        return self.view(self._row(None, run_id))
+
+    def view(self, row: RunRow) -> FlowRun:
+        """Return the run a stored row holds, as users see it."""
         return self._view(row, self._open(row))
 
     def list(self, status: str | None = None, limit: int | None = None) -> list[FlowRun]:
@@ -466,19 +482,15 @@ class Engine:
 
         def work(transaction: Transaction) -> Claim | TickResult:
             row = self._row(transaction, run_id)
-            details = self._open(row)
             moment = self.clock()
             if row.status in END_STATUSES:
-                return self._skip(
-                    row, details, f"run {run_id} has already {ended_word(row.status)}"
-                )
+                return self._skip(row, f"run {run_id} has already {ended_word(row.status)}")
 
             if row.lease_holder and (row.lease_expires_at or 0) > moment:
                 if holder_alive(row.lease_holder):
                     until = datetime.fromtimestamp(row.lease_expires_at, timezone.utc)
                     return self._skip(
                         row,
-                        details,
                         f"run {run_id} is busy: {row.lease_holder} holds its lease until "
                         f"{until.isoformat(timespec='seconds')}",
                         busy_until=until,
@@ -493,11 +505,11 @@ class Engine:
                 when = datetime.fromtimestamp(row.next_check_at, timezone.utc)
                 return self._skip(
                     row,
-                    details,
                     f"run {run_id} is not due: its next check is at "
                     f"{when.isoformat(timespec='seconds')}",
                 )
 
+            details = self._open(row)
             events: list[str] = []
             row, ended = self._apply_limits(transaction, row, details, steps, moment, events)
             if ended is not None:
@@ -540,7 +552,6 @@ class Engine:
             when = datetime.fromtimestamp(row.next_check_at, timezone.utc)
             result = self._skip(
                 row,
-                details,
                 f"run {kept.run_id} is not due: its next check is at "
                 f"{when.isoformat(timespec='seconds')}",
             )
@@ -556,14 +567,13 @@ class Engine:
         run_timed_out = details.timeout is not None and moment - row.created_at >= details.timeout
         if step_timed_out or run_timed_out:
             return None
-        return replace(
-            kept,
-            tick_started=moment,
-            expected=row,
-            details=details,
-            events=[],
-            lease_lost=False,
-        )
+        # The kept claim serves this one check, so it becomes the claim instead of a copy.
+        kept.tick_started = moment
+        kept.expected = row
+        kept.details = details
+        kept.events.clear()
+        kept.lease_lost = False
+        return kept
 
     def release(self, claim: Claim) -> None:
         """Give up a kept lease, for a runner that stops while a step waits."""
@@ -580,12 +590,11 @@ class Engine:
     def _skip(
         self,
         row: RunRow,
-        details: RunDetails,
         reason: str,
         busy_until: datetime | None = None,
         events: list[str] | None = None,
     ) -> TickResult:
-        return TickResult(self._view(row, details), False, reason, busy_until, events or [])
+        return TickResult(row, self, False, reason, busy_until, events or [])
 
     def _take(
         self,
@@ -650,7 +659,7 @@ class Engine:
             details.steps[row.step_index].status = "failed"
             row = self._end(transaction, row, details, "failed", moment)
             events.append(f"run failed: {details.error['message']}")
-            return row, self._skip(row, details, details.error["message"], events=events)
+            return row, self._skip(row, details.error["message"], events=events)
 
         while True:
             step = details.steps[row.step_index]
@@ -672,7 +681,7 @@ class Engine:
             row = self._advance(row, details, step, moment, events)
             if row.status == "succeeded":
                 row = self._end(transaction, row, details, "succeeded", moment)
-                return row, self._skip(row, details, "run succeeded", events=events)
+                return row, self._skip(row, "run succeeded", events=events)
 
     def _fail(
         self,
@@ -690,7 +699,7 @@ class Engine:
         details.error = _error_record(step.name, kind, message, trace)
         row = self._end(transaction, row, details, "failed", moment)
         events.append(f"{step.name}: failed: {message}")
-        return self._skip(row, details, message, events=events)
+        return self._skip(row, message, events=events)
 
     def _advance(
         self, row: RunRow, details: RunDetails, step: StepRecord, moment: float, events: list[str]
@@ -810,126 +819,134 @@ class Engine:
     def _commit_work(
         self, claim: Claim, steps: Mapping[str, StepSpec], result: StepResult
     ) -> Callable[[Transaction], Claim | TickResult]:
-        events = claim.events
+        # A partial, not a closure: thousands of commits may wait at once, and a closure would
+        # add a cell object per captured name for the garbage collector to walk.
         puts, deletes = result.context.pending_writes()
+        return functools.partial(self._commit_in, claim, steps, result, puts, deletes)
+
+    def _commit_in(
+        self,
+        claim: Claim,
+        steps: Mapping[str, StepSpec],
+        result: StepResult,
+        puts: list[Record],
+        deletes: list[str],
+        transaction: Transaction,
+    ) -> Claim | TickResult:
+        """Apply a step's outcome in `transaction`: the work of `_commit_work`."""
+        events = claim.events
+        row = self._row(transaction, claim.run_id)
+        details, claim.details = claim.details, None
+        if details is None or row is not claim.expected:
+            details = self._open(row)
+        moment = self.clock()
+        if claim.expected is not None:
+            # The check was taken with the kept lease; this is when it ran.
+            details.steps[claim.step_index].last_check_at = claim.tick_started
+        if row.status == "cancelled":
+            return self._skip(
+                row,
+                f"run {claim.run_id} was cancelled while step {claim.step_name!r} ran; "
+                "its outcome was discarded",
+                events=events,
+            )
+        if row.lease_holder != claim.holder or row.step_index != claim.step_index:
+            return self._skip(
+                row,
+                f"the lease on run {claim.run_id} was lost while step {claim.step_name!r} "
+                "ran, so its outcome was discarded and the step will run again",
+                events=events,
+            )
+        step = details.steps[row.step_index]
+        step.seconds_spent = round(step.seconds_spent + result.seconds, 6)
+        step.keep_output(result.output)
+
+        options = _options(steps, step.name)
+        outcome = result.value
+        if result.error is not None:
+            return self._after_error(
+                transaction, row, details, step, options, result, moment, events
+            )
+        if not isinstance(outcome, Outcome):
+            step.remember(moment, "invalid", result.seconds)
+            return self._fail(
+                transaction,
+                row,
+                details,
+                step,
+                "InvalidOutcome",
+                f"step {step.name!r} returned {outcome!r}; a step must return "
+                "cloudflow.CONTINUE, cloudflow.RERUN or cloudflow.FAIL",
+                moment,
+                events,
+            )
+
         context_namespace = self.vault.context_namespace(claim.run_id)
+        for record in puts:
+            transaction.put(context_namespace, record)
+        for record_id in deletes:
+            transaction.delete(context_namespace, record_id)
+        step.remember(moment, outcome.kind, result.seconds)
 
-        def work(transaction: Transaction) -> Claim | TickResult:
-            row = self._row(transaction, claim.run_id)
-            details, claim.details = claim.details, None
-            if details is None or row is not claim.expected:
-                details = self._open(row)
-            moment = self.clock()
-            if claim.expected is not None:
-                # The check was taken with the kept lease; this is when it ran.
-                details.steps[claim.step_index].last_check_at = claim.tick_started
-            if row.status == "cancelled":
-                return self._skip(
-                    row,
-                    details,
-                    f"run {claim.run_id} was cancelled while step {claim.step_name!r} ran; "
-                    "its outcome was discarded",
-                    events=events,
-                )
-            if row.lease_holder != claim.holder or row.step_index != claim.step_index:
-                return self._skip(
-                    row,
-                    details,
-                    f"the lease on run {claim.run_id} was lost while step {claim.step_name!r} "
-                    "ran, so its outcome was discarded and the step will run again",
-                    events=events,
-                )
-            step = details.steps[row.step_index]
-            step.seconds_spent = round(step.seconds_spent + result.seconds, 6)
-            step.keep_output(result.output)
+        if outcome.kind == FAIL.kind:
+            return self._fail(
+                transaction,
+                row,
+                details,
+                step,
+                "StepFailed",
+                f"step {step.name!r} returned cloudflow.FAIL",
+                moment,
+                events,
+            )
 
-            options = _options(steps, step.name)
-            outcome = result.value
-            if result.error is not None:
-                return self._after_error(
-                    transaction, row, details, step, options, result, moment, events
+        if outcome.kind == RERUN.kind:
+            step.reruns += 1
+            if options.max_checks is not None and step.reruns > options.max_checks:
+                message = (
+                    f"step {step.name!r} returned RERUN {step.reruns} times, more than "
+                    f"its max_checks of {options.max_checks}"
                 )
-            if not isinstance(outcome, Outcome):
-                step.remember(moment, "invalid", result.seconds)
-                return self._fail(
-                    transaction,
-                    row,
-                    details,
-                    step,
-                    "InvalidOutcome",
-                    f"step {step.name!r} returned {outcome!r}; a step must return "
-                    "cloudflow.CONTINUE, cloudflow.RERUN or cloudflow.FAIL",
-                    moment,
-                    events,
-                )
-
-            for record in puts:
-                transaction.put(context_namespace, record)
-            for record_id in deletes:
-                transaction.delete(context_namespace, record_id)
-            step.remember(moment, outcome.kind, result.seconds)
-
-            if outcome.kind == FAIL.kind:
-                return self._fail(
-                    transaction,
-                    row,
-                    details,
-                    step,
-                    "StepFailed",
-                    f"step {step.name!r} returned cloudflow.FAIL",
-                    moment,
-                    events,
-                )
-
-            if outcome.kind == RERUN.kind:
-                step.reruns += 1
-                if options.max_checks is not None and step.reruns > options.max_checks:
-                    message = (
-                        f"step {step.name!r} returned RERUN {step.reruns} times, more than "
-                        f"its max_checks of {options.max_checks}"
+                if options.on_timeout is not CONTINUE:
+                    return self._fail(
+                        transaction,
+                        row,
+                        details,
+                        step,
+                        "MaxChecksExceeded",
+                        message,
+                        moment,
+                        events,
                     )
-                    if options.on_timeout is not CONTINUE:
-                        return self._fail(
-                            transaction,
-                            row,
-                            details,
-                            step,
-                            "MaxChecksExceeded",
-                            message,
-                            moment,
-                            events,
-                        )
-                    events.append(f"{message}; moving on as on_timeout=CONTINUE says")
-                else:
-                    return self._wait(
-                        claim, transaction, row, details, step, options, outcome, moment, events
-                    )
-
-            row = self._advance(row, details, step, moment, events)
-            if row.status == "succeeded":
-                row = self._end(transaction, row, details, "succeeded", moment)
-                return self._skip(row, details, "run succeeded", events=events)
-
-            row, ended = self._apply_limits(transaction, row, details, steps, moment, events)
-            if ended is not None:
-                return ended
-            if moment - claim.tick_started < claim.budget / 2 and not claim.lease_lost:
-                chained = self._take(
-                    transaction,
-                    row,
-                    details,
-                    claim.holder,
-                    moment,
-                    claim.tick_started,
-                    claim.budget,
-                    events,
+                events.append(f"{message}; moving on as on_timeout=CONTINUE says")
+            else:
+                return self._wait(
+                    claim, transaction, row, details, step, options, outcome, moment, events
                 )
-                chained.keep_lease = claim.keep_lease
-                return chained
-            row = self._put(transaction, row, details, lease_holder=None, lease_expires_at=None)
-            return self._skip(row, details, "the tick's time budget is spent", events=events)
 
-        return work
+        row = self._advance(row, details, step, moment, events)
+        if row.status == "succeeded":
+            row = self._end(transaction, row, details, "succeeded", moment)
+            return self._skip(row, "run succeeded", events=events)
+
+        row, ended = self._apply_limits(transaction, row, details, steps, moment, events)
+        if ended is not None:
+            return ended
+        if moment - claim.tick_started < claim.budget / 2 and not claim.lease_lost:
+            chained = self._take(
+                transaction,
+                row,
+                details,
+                claim.holder,
+                moment,
+                claim.tick_started,
+                claim.budget,
+                events,
+            )
+            chained.keep_lease = claim.keep_lease
+            return chained
+        row = self._put(transaction, row, details, lease_holder=None, lease_expires_at=None)
+        return self._skip(row, "the tick's time budget is spent", events=events)
 
     def _record_kept(
         self, claim: Claim, work: Callable[[Transaction], Claim | TickResult]
@@ -989,7 +1006,7 @@ class Engine:
                 lease_holder=None,
                 lease_expires_at=None,
             )
-            return self._skip(row, details, reason, events=events)
+            return self._skip(row, reason, events=events)
 
         # Keep the lease through the wait and take the next check now, counted durably, so
         # the next tick needs no transaction of its own to start the step.
@@ -1003,7 +1020,7 @@ class Engine:
             lease_holder=claim.holder,
             lease_expires_at=next_check + claim.budget,
         )
-        result = self._skip(row, details, reason, events=events)
+        result = self._skip(row, reason, events=events)
         result.kept = Claim(
             run_id=row.run_id,
             holder=claim.holder,
@@ -1053,7 +1070,7 @@ class Engine:
                 lease_holder=None,
                 lease_expires_at=None,
             )
-            return self._skip(row, details, message, events=events)
+            return self._skip(row, message, events=events)
         return self._fail(
             transaction, row, details, step, type(error).__name__, message, moment, events, trace
         )

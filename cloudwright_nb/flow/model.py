@@ -44,12 +44,12 @@ class StepRecord:
     output: list[str] = field(default_factory=list)
 
     def remember(self, at: float, outcome: str, seconds: float) -> None:
-        self.recent = [*self.recent, {"at": at, "outcome": outcome, "seconds": seconds}][
-            -RECENT_OUTCOMES:
-        ]
+        self.recent.append({"at": at, "outcome": outcome, "seconds": seconds})
+        del self.recent[:-RECENT_OUTCOMES]
 
     def keep_output(self, lines: list[str]) -> None:
-        self.output = [*self.output, *lines][-OUTPUT_LINES:]
+        self.output += lines
+        del self.output[:-OUTPUT_LINES]
 
 
 @dataclass
@@ -131,6 +131,29 @@ class StepView:
 
 class FlowRun:
     """A snapshot of a run, with methods to refresh it, wait for it and manage it."""
+
+    # What __init__ sets from the stored run; a LiveRun drops these and rebuilds them lazily.
+    FIELDS = frozenset(
+        (
+            "id",
+            "status",
+            "step_index",
+            "step_names",
+            "steps",
+            "inputs",
+            "interval",
+            "timeout",
+            "script",
+            "error",
+            "created_at",
+            "updated_at",
+            "ended_at",
+            "next_check_at",
+            "lease_holder",
+            "lease_expires_at",
+            "stalled",
+        )
+    )
 
     def __init__(self, row: RunRow, details: RunDetails, flow: CloudFlow | None, moment: float):
         self._flow = flow

@@ -28,19 +28,18 @@ def drive(
     """
     announced_holder = None
     kept: Claim | None = None
+
+    def echo_event(event: str) -> None:
+        echo(f"[{run_id}] {event}")
+
     try:
         while True:
             result = engine.tick(
-                run_id,
-                steps,
-                echo=lambda event: echo(f"[{run_id}] {event}"),
-                keep_lease=True,
-                kept=kept,
-                claimed=claimed,
+                run_id, steps, echo=echo_event, keep_lease=True, kept=kept, claimed=claimed
             )
             claimed = None
             kept = result.kept
-            if result.run.done:
+            if result.done:
                 return result.run
 
             if result.busy_until is not None and announced_holder != result.run.lease_holder:
@@ -64,6 +63,5 @@ def delay_before_next_tick(engine: Engine, result: TickResult) -> float:
     if result.busy_until is not None:
         # The holder may finish well before its lease runs out, so look again soon.
         return min(result.busy_until.timestamp() - engine.clock(), _BUSY_POLL_SECONDS)
-    run = result.run
-    wake = run.next_check_at.timestamp() if run.next_check_at else engine.clock()
-    return wake - engine.clock()
+    wake = result.row.next_check_at
+    return wake - engine.clock() if wake is not None else 0.0

@@ -8,12 +8,15 @@ loop, so neither the kernel nor its widgets freeze while a step works.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import threading
 import traceback
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
+from ...state.stores import RunRow
 from ..engine import Claim, Engine
 from ..model import FlowRun
 from ..steps import StepSpec
@@ -22,6 +25,8 @@ from .blocking import delay_before_next_tick
 log = logging.getLogger("cloudwright_nb")
 
 Listener = Callable[["LiveRun"], None]
+# A run's attributes but its id, which never changes.
+_CHANGING = FlowRun.FIELDS - {"id"}
 
 
 class LiveRun(FlowRun):
@@ -52,8 +57,29 @@ class LiveRun(FlowRun):
 
     def update(self, snapshot: FlowRun) -> None:
         fresh = {name: value for name, value in snapshot.__dict__.items() if name != "_flow"}
+        self.__dict__.pop("_row", None)
         self.__dict__.update(fresh)
         self._notify()
+
+    def follow(self, row: RunRow) -> None:
+        """Take `row` as the run's latest state, to be shown when an attribute is next read.
+
+        Between two checks of a waiting run, often nobody looks at it; decrypting the row and
+        building the view only when someone does saves most of the work, and the objects.
+        """
+        for name in _CHANGING:
+            self.__dict__.pop(name, None)
+        self._row = row
+        self._notify()
+
+    def __getattr__(self, name: str) -> Any:
+        # Python calls this only for attributes missing from the instance: after follow(),
+        # the view's attributes, rebuilt here from the row on first read.
+        row = self.__dict__.get("_row")
+        if row is None or name not in _CHANGING:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.update(self.engine.view(row))
+        return self.__dict__[name]
 
     def _notify(self) -> None:
         for listener in list(self._listeners):
@@ -95,12 +121,16 @@ class LiveRun(FlowRun):
         # One timer handle and one future: a kernel may drive thousands of runs at once.
         loop = asyncio.get_running_loop()
         self._waking = loop.create_future()
-        timer = loop.call_later(max(seconds, 0), _resolve, self._waking)
+        # _resolve reads no context variable, so it needs no copy of the task's context.
+        timer = loop.call_later(max(seconds, 0), _resolve, self._waking, context=_NO_CONTEXT)
         try:
             await self._waking
         finally:
             timer.cancel()
             self._waking = None
+
+
+_NO_CONTEXT = contextvars.Context()
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:
@@ -196,21 +226,18 @@ class KernelRunner:
     async def _drive(self, live: LiveRun, claimed: Claim | None) -> FlowRun:
         engine = live.engine
         kept: Claim | None = None
+        echo = functools.partial(self._on_event, live)
         try:
             while True:
                 result = await engine.tick_async(
-                    live.id,
-                    live.step_specs,
-                    keep_lease=True,
-                    kept=kept,
-                    claimed=claimed,
-                    echo=lambda event: self._on_event(live, event),
+                    live.id, live.step_specs, keep_lease=True, kept=kept, claimed=claimed, echo=echo
                 )
                 claimed = None
                 kept = result.kept
-                live.update(result.run)
-                if result.run.done:
+                if result.done:
+                    live.update(result.run)
                     return result.run
+                live.follow(result.row)
                 await live._sleep(delay_before_next_tick(engine, result))
         except asyncio.CancelledError:
             if kept is not None:

@@ -195,7 +195,7 @@ def _run_commit_job(
 
     A group can write many such jobs that have no context writes in one statement.
     """
-    work = _update_unchanged_run(expected, row, namespace, puts, deletes)
+    work = functools.partial(_update_unchanged_run, expected, row, namespace, puts, deletes)
     job = _Job(work, savepoint=False)
     if not puts and not deletes:
         job.run_update = (expected, row)
@@ -208,21 +208,18 @@ def _update_unchanged_run(
     namespace: str,
     puts: Sequence[Record],
     deletes: Sequence[str],
-) -> Callable[[Transaction], bool]:
-    """Return the work of `commit_run`, checking and writing the run in one UPDATE."""
-
-    def work(transaction: Transaction) -> bool:
-        assert isinstance(transaction, _SQLiteTransaction)
-        parameters = (*_run_fields(row), expected.app, expected.run_id, *_run_fields(expected))
-        if transaction._db.execute(_UPDATE_UNCHANGED_RUN, parameters).rowcount != 1:
-            return False
-        for record in puts:
-            transaction.put(namespace, record)
-        for record_id in deletes:
-            transaction.delete(namespace, record_id)
-        return True
-
-    return work
+    transaction: Transaction,
+) -> bool:
+    """Do the work of `commit_run`: check and write the run in one UPDATE."""
+    assert isinstance(transaction, _SQLiteTransaction)
+    parameters = (*_run_fields(row), expected.app, expected.run_id, *_run_fields(expected))
+    if transaction._db.execute(_UPDATE_UNCHANGED_RUN, parameters).rowcount != 1:
+        return False
+    for record in puts:
+        transaction.put(namespace, record)
+    for record_id in deletes:
+        transaction.delete(namespace, record_id)
+    return True
 
 
 @functools.lru_cache(maxsize=8)
@@ -453,7 +450,10 @@ class SQLiteStore(Store):
     async def transact_async(self, work: Callable[[Transaction], T]) -> T:
         return await self._queue_async(_Job(work))  # type: ignore[return-value]
 
-    async def _queue_async(self, job: _Job) -> object:
+    def _queue_async(self, job: _Job) -> asyncio.Future[object]:
+        # A function that returns the future rather than a coroutine: thousands of runs may
+        # wait on commits at once, and each coroutine is one more object for the garbage
+        # collector to walk.
         import asyncio  # here, not at the top, so that import cloudwright_nb does not load it
 
         job.future = asyncio.get_running_loop().create_future()
@@ -463,7 +463,7 @@ class SQLiteStore(Store):
                 self._leader = _WRITER
                 self._writer_leads()
         self._start_purger()
-        return await job.future
+        return job.future
 
     async def commit_run_async(
         self,
