@@ -27,9 +27,10 @@ them.
 (b) Many concurrent runs in one process, as a notebook drives them: 10,000 runs, each started
 with `cloudflow.run` inside a running event loop and a single step that returns RERUN with a
 one-second interval until a minute has passed since its first check. It runs once with an
-`async def` step and once with a plain step, each in a fresh interpreter, so each variant's
-peak resident memory is its own. Each prints the ticks per second once every run has started,
-the 50th and 99th percentile of how late a check came, and the peak resident memory.
+`async def` step and once with a plain step, each in a fresh interpreter running
+bench/many_runs.py, so each variant's peak resident memory is its own and includes no DBOS.
+Each prints the ticks per second once every run has started, the 50th and 99th percentile of
+how late a check came, and the peak resident memory.
 
 A check's lateness is the time since the run's previous check, less the one-second interval,
 counted for checks after the last run started. It is an upper bound: the next check is due one
@@ -42,13 +43,10 @@ import argparse
 import asyncio
 import contextlib
 import io
-import itertools
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
@@ -66,7 +64,7 @@ from harness import (
     use_throwaway_master_key,
 )
 
-from cloudwright_nb import CONTINUE, RERUN, CloudWright
+from cloudwright_nb import CONTINUE, CloudWright
 from cloudwright_nb.flow.steps import step_specs
 
 TARGET = 10.0
@@ -75,6 +73,7 @@ MANY_RUNS = 10_000
 MANY_SECONDS = 60.0
 LATENESS_TARGET_SECONDS = 1.0
 MEMORY_TARGET_MB = 300.0
+MANY_RUNS_SCRIPT = Path(__file__).with_name("many_runs.py")
 
 
 def first(context):
@@ -199,13 +198,9 @@ def main() -> None:
         type=float,
         help=f"how long each part (b) run reruns (default {MANY_SECONDS:g})",
     )
-    parser.add_argument("--variant", choices=("async", "plain"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     many_runs = arguments.runs or (50 if arguments.quick else MANY_RUNS)
     many_seconds = arguments.seconds or (3.0 if arguments.quick else MANY_SECONDS)
-    if arguments.variant:
-        print(json.dumps(many_runs_variant(arguments.variant, many_runs, many_seconds)))
-        return
     if arguments.part in ("a", "both"):
         sequential(arguments.quick, arguments.sides.split(","))
     if arguments.part in ("b", "both"):
@@ -280,16 +275,7 @@ def concurrent(runs: int, seconds: float) -> None:
     print(f"(b) {runs:,} concurrent runs, each rerunning every second for {seconds:g} s")
     for variant in ("async", "plain"):
         child = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--variant",
-                variant,
-                "--runs",
-                str(runs),
-                "--seconds",
-                str(seconds),
-            ],
+            [sys.executable, str(MANY_RUNS_SCRIPT), variant, str(runs), str(seconds)],
             capture_output=True,
             text=True,
             check=False,
@@ -318,68 +304,6 @@ def concurrent(runs: int, seconds: float) -> None:
             print(
                 f"target async peak memory < {MEMORY_TARGET_MB:g} MB: {verdict} ({memory:.0f} MB)"
             )
-
-
-def many_runs_variant(variant: str, runs: int, seconds: float) -> dict[str, float]:
-    """Drive `runs` runs on one event loop in this process and return what was measured."""
-    use_throwaway_master_key()
-    checks: dict[str, list[float]] = {}
-
-    def check(context) -> object:
-        moment = time.time()
-        times = checks.setdefault(context.run_id, [])
-        times.append(moment)
-        return CONTINUE if moment - times[0] >= seconds else RERUN
-
-    async def poll_async(context):
-        return check(context)
-
-    def poll(context):
-        return check(context)
-
-    step = poll_async if variant == "async" else poll
-
-    async def drive() -> tuple[float, float, int]:
-        cloudflow = CloudWright.get_module("cloudflow")
-        began = time.time()
-        live = [cloudflow.run(step, interval="1s") for _ in range(runs)]
-        started = time.time()
-        ended = await asyncio.gather(*live)
-        return began, started, sum(run.status == "succeeded" for run in ended)
-
-    with tempfile.TemporaryDirectory(prefix="flow-bench-many-") as folder:
-        CloudWright.configure(app="bench", store=f"sqlite:///{Path(folder, 'store.db')}")
-        with contextlib.redirect_stdout(io.StringIO()):
-            began, started, succeeded = asyncio.run(drive())
-        CloudWright.get_module("cloudflow").engine.store.close()
-
-    late = sorted(
-        later - earlier - 1.0
-        for times in checks.values()
-        for earlier, later in itertools.pairwise(times)
-        if earlier >= started
-    )
-    steady = [[moment for moment in times if moment >= started] for times in checks.values()]
-    last = max((times[-1] for times in steady if times), default=started)
-    span = last - started
-    # Count the gaps between checks, not the checks: a run checked at 0, 1, 2 and 3 s made
-    # three checks a second's interval apart, not four in three seconds.
-    gaps = sum(max(len(times) - 1, 0) for times in steady)
-    return {
-        "start_seconds": started - began,
-        "ticks_per_second": gaps / span if span else 0.0,
-        "late_p50": _percentile(late, 0.50),
-        "late_p99": _percentile(late, 0.99),
-        "late_max": late[-1] if late else 0.0,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "succeeded": succeeded,
-    }
-
-
-def _percentile(ordered: list[float], fraction: float) -> float:
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 if __name__ == "__main__":

@@ -1241,3 +1241,56 @@ def test_flow_run_fields_name_every_attribute(cloudflow, engine: Engine) -> None
     run_id, _ = start(engine, lambda context: cloudflow.CONTINUE)
 
     assert set(vars(engine.get(run_id))) - {"_flow"} == FlowRun.FIELDS
+
+
+def test_live_run_shows_its_latest_check(cloudflow) -> None:
+    # Between checks a live run keeps only the stored row, and builds what it shows on demand.
+    async def poll(context):
+        return cloudflow.CONTINUE if context.attempt >= 3 else cloudflow.RERUN
+
+    async def main():
+        live = cloudflow.run(poll, interval="200ms")
+        seen = []
+        while not live.done:
+            await asyncio.sleep(0.05)
+            seen.append((live.status, live.steps[0].checks, live.next_check_at is not None))
+        return live, seen
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        live, seen = asyncio.run(main())
+
+    assert ("waiting", 2, True) in seen
+    assert live.status == "succeeded"
+    assert live.steps[0].checks == 3
+    assert live.current_step is None
+
+
+def test_collector_tuning_follows_the_number_of_runs() -> None:
+    import gc
+
+    from cloudwright_nb.flow.runners.kernel import _CollectorTuning
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tuning = _CollectorTuning()
+        tuning.runs_changed(999)
+        assert gc.get_threshold() == (700, 10, 10)
+        tuning.runs_changed(1000)
+        assert gc.get_threshold() == (50_000, 10, 10)
+        tuning.runs_changed(500)
+        assert gc.get_threshold() == (50_000, 10, 10)
+        tuning.runs_changed(499)
+        assert gc.get_threshold() == (700, 10, 10)
+
+        # A program that changed the thresholds keeps its own.
+        tuning.runs_changed(1000)
+        gc.set_threshold(30_000, 5, 5)
+        tuning.runs_changed(0)
+        assert gc.get_threshold() == (30_000, 5, 5)
+        gc.set_threshold(100_000, 10, 10)
+        tuning.runs_changed(2000)
+        tuning.runs_changed(0)
+        assert gc.get_threshold() == (100_000, 10, 10)
+    finally:
+        gc.set_threshold(*saved)

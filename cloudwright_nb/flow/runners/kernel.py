@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import logging
 import threading
 import traceback
@@ -153,6 +154,38 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+class _CollectorTuning:
+    """Fewer young garbage collections while this process drives many runs.
+
+    Every check of a run allocates objects that live until its commit lands. With thousands of
+    runs, CPython's default young collection, every 700 allocations, finds nearly all of them
+    still alive and promotes them, and the full collections that follow took about half the
+    time of 10,000 runs. A first threshold of 50,000 lets most of them die young instead. The
+    old thresholds come back when fewer than `FEW` runs remain, unless something else changed
+    them meanwhile; a program that set a higher threshold itself is left alone.
+    """
+
+    MANY = 1000
+    FEW = 500
+    YOUNG = 50_000
+
+    def __init__(self) -> None:
+        self._saved: tuple[int, ...] | None = None
+        self._ours: tuple[int, ...] | None = None
+
+    def runs_changed(self, count: int) -> None:
+        if self._saved is None and count >= self.MANY:
+            current = gc.get_threshold()
+            if current[0] < self.YOUNG:
+                self._saved, self._ours = current, (self.YOUNG, *current[1:])
+                gc.set_threshold(*self._ours)
+                log.debug("driving %d runs: gc thresholds %s -> %s", count, current, self._ours)
+        elif self._saved is not None and count < self.FEW:
+            if gc.get_threshold() == self._ours:
+                gc.set_threshold(*self._saved)
+            self._saved = self._ours = None
+
+
 class KernelRunner:
     """Drives many runs at once as tasks on one event loop, keeping strong references to them."""
 
@@ -162,6 +195,7 @@ class KernelRunner:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[FlowRun]] = set()
         self._by_id: dict[str, LiveRun] = {}
+        self._collector = _CollectorTuning()
 
     @classmethod
     def shared(cls) -> KernelRunner:
@@ -192,13 +226,15 @@ class KernelRunner:
     def _keep(self, task: asyncio.Task[FlowRun], live: LiveRun) -> None:
         self._tasks.add(task)
         self._by_id[live.id] = live
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda done: self._forget(live))
+        self._collector.runs_changed(len(self._tasks))
+        task.add_done_callback(lambda done: self._forget(done, live))
         live._task = task
 
-    def _forget(self, live: LiveRun) -> None:
+    def _forget(self, task: asyncio.Task[FlowRun], live: LiveRun) -> None:
+        self._tasks.discard(task)
         if self._by_id.get(live.id) is live:
             del self._by_id[live.id]
+        self._collector.runs_changed(len(self._tasks))
 
     def start_remote(self, live: LiveRun, url: str) -> LiveRun:
         """Follow `live` while a function at `url` executes its ticks."""
