@@ -70,11 +70,13 @@ class Claim:
     lease_lost: bool = False
     # A runner that loops keeps the lease while a step waits to be checked again (see _wait).
     keep_lease: bool = False
-    # On a kept lease, the run as read just before the step ran: the commit writes only if
-    # the stored run is still exactly this.
+    # True for a check made on a kept lease: the check was counted when the wait began.
+    rechecked: bool = False
+    # The run as last written or read before the step ran: the commit writes only if the
+    # stored run is still exactly this.
     expected: RunRow | None = None
-    # The run as this runner last wrote it. On a kept lease, with its details too, so that a
-    # check finding the run unchanged needs no decryption; the details serve one commit.
+    # The run as this runner last wrote it, with its details, so that a check or a commit
+    # that finds the run unchanged needs no decryption. The details serve one commit.
     written: RunRow | None = None
     details: RunDetails | None = None
 
@@ -569,6 +571,7 @@ class Engine:
             return None
         # The kept claim serves this one check, so it becomes the claim instead of a copy.
         kept.tick_started = moment
+        kept.rechecked = True
         kept.expected = row
         kept.details = details
         kept.events.clear()
@@ -633,6 +636,10 @@ class Engine:
             budget=budget,
             events=events,
             written=row,
+            # This process just wrote the run, so the commit can be one write that checks the
+            # run is still this, and the details need no decrypting.
+            expected=row,
+            details=details,
         )
 
     def _apply_limits(
@@ -840,8 +847,8 @@ class Engine:
         if details is None or row is not claim.expected:
             details = self._open(row)
         moment = self.clock()
-        if claim.expected is not None:
-            # The check was taken with the kept lease; this is when it ran.
+        if claim.rechecked:
+            # The check was counted when the wait began; this is when it ran.
             details.steps[claim.step_index].last_check_at = claim.tick_started
         if row.status == "cancelled":
             return self._skip(
