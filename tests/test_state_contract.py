@@ -873,6 +873,30 @@ def test_store_changed_runs_returns_only_what_changed(store):
     assert store.changed_runs("other-app", rows[:2]) == {"run-000": None, "run-001": None}
 
 
+def test_store_commit_run_needs_the_expected_run(store, store_url):
+    row = run_row("run-1", time.time())
+    store.transact(lambda transaction: transaction.put_run(row))
+    moved = replace(row, status="running", updated_at=row.updated_at + 1)
+    note = record("note")
+
+    # Right after this store wrote the run, as a runner's next commit is.
+    assert store.commit_run(row, moved, "app-ns/run/run-1", [note]) is True
+    assert store.get_run("app-ns", "run-1") == moved
+    assert list(store.read("app-ns/run/run-1", ["note"])) == ["note"]
+    assert store.commit_run(row, replace(row, status="failed"), "app-ns/run/run-1") is False
+    assert store.get_run("app-ns", "run-1") == moved
+
+    # Another process changes the run: a commit that expects the old one writes nothing.
+    other = open_store(store_url)
+    try:
+        cancelled = replace(moved, status="cancelled", updated_at=moved.updated_at + 1)
+        other.transact(lambda transaction: transaction.put_run(cancelled))
+    finally:
+        other.close()
+    assert store.commit_run(moved, replace(moved, step_index=2), "app-ns/run/run-1") is False
+    assert store.get_run("app-ns", "run-1") == cancelled
+
+
 def test_store_get_run_of_missing_run_is_none(store):
     assert store.get_run("app-ns", "no-such-run") is None
 

@@ -186,6 +186,8 @@ class _FirestoreTransaction(Transaction):
         self._retry_id = retry_id
         self.id: bytes | None = None
         self.writes: dict[str, Any] = {}
+        # The runs written, by document path, so their versions can be kept after the commit.
+        self.runs: dict[str, RunRow] = {}
 
     def _consistency(self) -> dict[str, Any]:
         if self.id is not None:
@@ -241,7 +243,9 @@ class _FirestoreTransaction(Transaction):
         return _run_of(app, document) if document is not None else None
 
     def put_run(self, row: RunRow) -> None:
-        self.writes[self._store._run_path(row.app, row.run_id)] = _run_fields(row)
+        path = self._store._run_path(row.app, row.run_id)
+        self.writes[path] = _run_fields(row)
+        self.runs[path] = row
 
     def get_app(self, namespace: str) -> AppRow | None:
         path = self._store._app_path(namespace)
@@ -378,7 +382,8 @@ class FirestoreStore(Store):
             if len(page) < _PAGE:
                 return documents
 
-    def _commit(self, writes: dict[str, Any], transaction_id: bytes | None = None) -> None:
+    def _commit(self, writes: dict[str, Any], transaction_id: bytes | None = None) -> Any:
+        """Commit `writes` and return the response, whose write results follow their order."""
         pending = [
             Write(delete=path)
             if fields is _DELETE
@@ -388,7 +393,9 @@ class FirestoreStore(Store):
         request = CommitRequest(database=self._database_path, writes=pending)
         if transaction_id:
             request.transaction = transaction_id
-        self._call("write to", lambda: self._api.commit(request=request, metadata=self._metadata))
+        return self._call(
+            "write to", lambda: self._api.commit(request=request, metadata=self._metadata)
+        )
 
     # The protocol.
 
@@ -399,7 +406,8 @@ class FirestoreStore(Store):
             try:
                 result = work(transaction)
                 if transaction.writes or transaction.id:
-                    self._commit(transaction.writes, transaction.id)
+                    response = self._commit(transaction.writes, transaction.id)
+                    self._remember_written(transaction, response)
                 return result
             except google_errors.Aborted as error:
                 # Contention: another transaction touched the same documents. Run the work
@@ -566,6 +574,12 @@ class FirestoreStore(Store):
         row = _run_of(app, found[path])
         self._remember_version(path, row, found[path].update_time)
         return row
+
+    def _remember_written(self, transaction: _FirestoreTransaction, response: Any) -> None:
+        """Keep the versions of the runs a transaction wrote, for `commit_run` to check."""
+        for path, result in zip(transaction.writes, response.write_results, strict=True):
+            if path in transaction.runs:
+                self._remember_version(path, transaction.runs[path], result.update_time)
 
     def _remember_version(self, path: str, row: RunRow, update_time: Any) -> None:
         if len(self._run_versions) >= _MAX_REMEMBERED_VERSIONS:
