@@ -1,0 +1,121 @@
+"""A deployed function's first tick on Firestore, against its imports and one transaction.
+
+Needs the Firestore emulator:
+
+    FIRESTORE_EMULATOR_HOST=127.0.0.1:PORT python bench/first_tick.py            # 30 samples
+    FIRESTORE_EMULATOR_HOST=127.0.0.1:PORT python bench/first_tick.py --quick    # 5 samples
+
+Each sample is a fresh interpreter that imports functions_framework and the entry point, as a
+function instance does, and then does one of two things:
+
+- `one transaction`: opens the Firestore store, which imports the Firestore client, and runs
+  one transaction that reads a record and writes it back;
+- `first tick`: configures an application on the same store and makes the tick a request
+  makes: `Engine.tick` of a run whose step returns RERUN, forced so the run is always due.
+
+The child times itself from its first line to its last, so interpreter start-up is left out of
+both. The two commands take turns, and the ratio of the medians is the target: at most 1.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+
+from harness import print_machine, print_ratio, use_throwaway_master_key
+
+from cloudwright_nb import RERUN, CloudWright
+from cloudwright_nb.flow.steps import step_specs
+
+APP = "first-tick"
+# The child's code before and after its work: the imports a function instance makes first.
+START = "import time\nstarted = time.perf_counter()\nimport functions_framework\n"
+START += "import cloudwright_nb.functions.entry\n"
+END = "print(time.perf_counter() - started)\n"
+
+TRANSACTION = """
+from cloudwright_nb.state.stores import Record, open_store
+
+store = open_store({url!r})
+
+def work(transaction):
+    found = transaction.read("bench/first-tick", ["record"])
+    blob = found["record"].blob if found else b"value"
+    transaction.put("bench/first-tick", Record("record", blob, None))
+
+store.transact(work)
+"""
+
+TICK = """
+from cloudwright_nb import RERUN, CloudWright
+from cloudwright_nb.flow.steps import step_specs
+
+def wait(context):
+    return RERUN
+
+CloudWright.configure(app={app!r}, store={url!r})
+engine = CloudWright.get_module("cloudflow").engine
+specs = {{spec.name: spec for spec in step_specs([wait])}}
+result = engine.tick({run_id!r}, specs, force=True)
+assert result.ran_step, result.reason
+"""
+
+
+def wait(context):
+    return RERUN
+
+
+def sample(code: str) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", START + code + END], check=True, capture_output=True, text=True
+    )
+    return float(result.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 samples of each command")
+    arguments = parser.parse_args()
+    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        sys.exit("set FIRESTORE_EMULATOR_HOST to a running Firestore emulator")
+    samples = 5 if arguments.quick else 30
+
+    use_throwaway_master_key()
+    url = f"firestore://bench-{secrets.token_hex(4)}"
+    CloudWright.configure(app=APP, store=url)
+    engine = CloudWright.get_module("cloudflow").engine
+    specs = step_specs([wait])
+    run = engine.create(specs, inputs={}, interval=60, timeout=None, script=None)
+    commands = {
+        "one transaction": TRANSACTION.format(url=url),
+        "first tick": TICK.format(app=APP, url=url, run_id=run.id),
+    }
+
+    for code in commands.values():
+        sample(code)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(samples):
+        for name, code in commands.items():
+            times[name].append(sample(code))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+
+    print_machine()
+    print(f"{samples} samples of each command, interleaved, medians, against the emulator at")
+    print(f"{os.environ['FIRESTORE_EMULATOR_HOST']}; each imports functions_framework and")
+    print("cloudwright_nb.functions.entry first")
+    print()
+    for name, seconds in medians.items():
+        print(f"imports + {name:<18}{1000 * seconds:8.1f} ms")
+    print()
+    ratio = medians["first tick"] / medians["one transaction"]
+    print_ratio("first tick / one transaction, both after the imports", ratio)
+    verdict = "met" if ratio <= 1.0 else "missed"
+    print(f"target first tick / one transaction <= 1x: {verdict} ({ratio:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
