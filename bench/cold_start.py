@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import subprocess
 import sys
 import time
 
-from harness import print_machine, print_ratio
+from harness import interleaved_medians, print_machine, print_ratio
 
 # The module a function instance imports on a cold start: the entry module main.py loads. The
 # Firestore store is imported on the first store call, and is measured on its own line.
@@ -63,13 +62,7 @@ def main() -> None:
     arguments = parser.parse_args()
     runs = 5 if arguments.quick else 30
 
-    for code in COMMANDS.values():
-        time_command(code)
-    samples: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for _ in range(runs):
-        for name, code in COMMANDS.items():
-            samples[name].append(time_command(code))
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+    medians = interleaved_medians(COMMANDS, runs, time_command)
 
     print_machine()
     print(f"{runs} runs of each command, interleaved, medians of the subprocess wall time")

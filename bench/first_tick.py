@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 
-from harness import print_machine, print_ratio, use_throwaway_master_key
+from harness import interleaved_medians, print_machine, print_ratio, use_throwaway_master_key
 
 from cloudwright_nb import RERUN, CloudWright
 from cloudwright_nb.flow.steps import step_specs
@@ -95,13 +94,7 @@ def main() -> None:
         "first tick": TICK.format(app=APP, url=url, run_id=run.id),
     }
 
-    for code in commands.values():
-        sample(code)
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(samples):
-        for name, code in commands.items():
-            times[name].append(sample(code))
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = interleaved_medians(commands, samples, sample)
 
     print_machine()
     print(f"{samples} samples of each command, interleaved, medians, against the emulator at")

@@ -12,7 +12,7 @@ import platform
 import sqlite3
 import statistics
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from cloudwright_nb.state.crypto import generate_master_key
 
@@ -41,6 +41,23 @@ def run_rounds(
             count = trial()
             samples[key].append(count / (time.perf_counter() - started))
     return {key: statistics.median(rates) for key, rates in samples.items()}
+
+
+def interleaved_medians(
+    commands: Mapping[str, str], samples: int, measure: Callable[[str], float]
+) -> dict[str, float]:
+    """Return the median of `samples` measurements of each command, the commands taking turns.
+
+    Each command is measured once untimed first, which compiles its byte code, as a deployed
+    function has it compiled already.
+    """
+    for code in commands.values():
+        measure(code)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(samples):
+        for name, code in commands.items():
+            times[name].append(measure(code))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def sqlite_settings(connection: sqlite3.Connection) -> str:
