@@ -68,9 +68,11 @@ class LiveRun(FlowRun):
         Between two checks of a waiting run, often nobody looks at it; decrypting the row and
         building the view only when someone does saves most of the work, and the objects.
         """
+        # The row goes in first, so a reader on another thread that finds an attribute gone
+        # rebuilds it from this row.
+        self._row = row
         for name in _CHANGING:
             self.__dict__.pop(name, None)
-        self._row = row
         self._notify()
 
     def __getattr__(self, name: str) -> Any:
