@@ -437,7 +437,7 @@ class Engine:
         Plain steps run in worker threads. Commits go through the store's `transact_async`, so
         a store can group the commits of many runs. A local store's check of a kept lease reads
         on the loop's thread, in one query with the other runs due in the same turn of the
-        loop; other stores read in worker threads.
+        loop. Other stores read in worker threads.
         """
         show = _EventEcho(echo)
         claim: Claim | TickResult | None = claimed

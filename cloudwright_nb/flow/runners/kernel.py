@@ -65,8 +65,8 @@ class LiveRun(FlowRun):
     def follow(self, row: RunRow) -> None:
         """Take `row` as the run's latest state, to be shown when an attribute is next read.
 
-        Between two checks of a waiting run, often nobody looks at it; decrypting the row and
-        building the view only when someone does saves most of the work, and the objects.
+        Between two checks of a waiting run, its attributes are often not read at all. Building
+        them from the row only when they are read saves a decryption and many objects a check.
         """
         # The row goes in first, so a reader on another thread that finds an attribute gone
         # rebuilds it from this row.
@@ -76,8 +76,8 @@ class LiveRun(FlowRun):
         self._notify()
 
     def __getattr__(self, name: str) -> Any:
-        # Python calls this only for attributes missing from the instance: after follow(),
-        # the view's attributes, rebuilt here from the row on first read.
+        # Python calls this only for attributes missing from the instance. After follow(),
+        # those are the shown attributes, rebuilt here from the row on first read.
         row = self.__dict__.get("_row")
         if row is None or name not in _CHANGING:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -164,7 +164,7 @@ class _CollectorTuning:
     still alive and promotes them, and the full collections that follow took about half the
     time of 10,000 runs. A first threshold of 50,000 lets most of them die young instead. The
     old thresholds come back when fewer than `FEW` runs remain, unless something else changed
-    them meanwhile; a program that set a higher threshold itself is left alone.
+    them meanwhile. A program that set a higher threshold itself is left alone.
     """
 
     MANY = 1000

@@ -240,9 +240,9 @@ def _update_runs(db: sqlite3.Connection, transaction: Transaction, jobs: list[_J
     """Write the runs of many `commit_run` jobs, each only if it is unchanged.
 
     One statement writes a chunk of runs, so the writing thread gives up the GIL once per
-    chunk rather than once per run; under load, taking the GIL back each time cost it up to
-    the interpreter's switch interval. If a run changed meanwhile, the chunk is rolled back and
-    its runs are written one by one to learn which.
+    chunk rather than once per run. Under load, each time it took the GIL back could cost it
+    up to the interpreter's switch interval. If a run changed meanwhile, the chunk is rolled
+    back and its runs are written one by one to learn which.
     """
     for start in range(0, len(jobs), _RUNS_PER_COMPARISON):
         chunk = jobs[start : start + _RUNS_PER_COMPARISON]
@@ -687,7 +687,7 @@ class SQLiteStore(Store):
             return _get_run(self._connection(), app, run_id)
 
     def changed_runs(self, app: str, expected: Sequence[RunRow]) -> dict[str, RunRow | None]:
-        # SQLite compares the rows, so the usual answer, nothing changed, is one step of one
+        # SQLite compares the rows, so the usual result, no run changed, costs one step of one
         # statement per chunk instead of a row per run.
         changed: dict[str, RunRow | None] = {}
         with self._errors("read"):
