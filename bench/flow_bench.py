@@ -287,7 +287,8 @@ def concurrent(runs: int, seconds: float) -> None:
             f"{variant + ' steps':<13} started in {figures['start_seconds']:.1f} s, "
             f"{figures['ticks_per_second']:,.0f} ticks/s, late p50 {figures['late_p50']:.3f} s, "
             f"p99 {figures['late_p99']:.3f} s, max {figures['late_max']:.3f} s, "
-            f"peak memory {figures['peak_mb']:.0f} MB, {figures['succeeded']:,} runs succeeded"
+            f"peak memory {figures['peak_mb']:.0f} MB, {figures['succeeded']:,} runs succeeded, "
+            f"{figures['full_collections']} full garbage collections"
         )
         print_ratio(
             f"{variant} steps, ticks per second / {runs:,} (one per run per second)",

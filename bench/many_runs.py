@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import itertools
 import json
@@ -52,11 +53,13 @@ def many_runs_variant(variant: str, runs: int, seconds: float) -> dict[str, floa
         ended = await asyncio.gather(*live)
         return began, started, sum(run.status == "succeeded" for run in ended)
 
+    full_collections = gc.get_stats()[2]["collections"]
     with tempfile.TemporaryDirectory(prefix="flow-bench-many-") as folder:
         CloudWright.configure(app="bench", store=f"sqlite:///{Path(folder, 'store.db')}")
         with contextlib.redirect_stdout(io.StringIO()):
             began, started, succeeded = asyncio.run(drive())
         CloudWright.get_module("cloudflow").engine.store.close()
+    full_collections = gc.get_stats()[2]["collections"] - full_collections
 
     late = sorted(
         later - earlier - 1.0
@@ -78,6 +81,7 @@ def many_runs_variant(variant: str, runs: int, seconds: float) -> dict[str, floa
         "late_max": late[-1] if late else 0.0,
         "peak_mb": _peak_resident_mb(),
         "succeeded": succeeded,
+        "full_collections": full_collections,
     }
 
 
