@@ -270,25 +270,32 @@ def test_failed_commit_run_spares_its_group(store):
     assert store.get_run("app", "run-1") == stored
 
 
-def test_commit_runs_of_a_group_share_one_statement(store, monkeypatch):
-    stored = [_stored_run(store, run_id=f"run-{index:03}") for index in range(300)]
-    # Run 250 changed after its runner read it: its commit must fail, and only its own.
-    store.transact(
-        lambda transaction: transaction.put_run(replace(stored[250], status="cancelled"))
-    )
-    calls: list[int] = []
-    update_runs = sqlite_store._update_runs
-    job_run = sqlite_store._Job.run
-    alone: list[sqlite_store._Job] = []
+class _CountedWrites:
+    """Counts the runs each many-run UPDATE writes, and the jobs that run on their own."""
 
-    def counted(db, transaction, jobs):
-        calls.append(len(jobs))
-        update_runs(db, transaction, jobs)
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[int] = []
+        self.alone: list[sqlite_store._Job] = []
+        update_runs = sqlite_store._update_runs
+        job_run = sqlite_store._Job.run
 
-    def run_alone(job, transaction):
-        alone.append(job)
-        return job_run(job, transaction)
+        def counted(db, transaction, jobs):
+            self.calls.append(len(jobs))
+            update_runs(db, transaction, jobs)
 
+        def run_alone(job, transaction):
+            self.alone.append(job)
+            return job_run(job, transaction)
+
+        monkeypatch.setattr(sqlite_store, "_update_runs", counted)
+        monkeypatch.setattr(sqlite_store._Job, "run", run_alone)
+
+
+def _commit_as_one_group(
+    store: SQLiteStore, make_commits, monkeypatch
+) -> tuple[list, _CountedWrites]:
+    """Queue the coroutines `make_commits()` returns behind a held commit, so they form one
+    group. Return their results in order, and what the group's writes were counted as."""
     inside = threading.Event()
     release = threading.Event()
 
@@ -297,16 +304,7 @@ def test_commit_runs_of_a_group_share_one_statement(store, monkeypatch):
         assert release.wait(10)
 
     async def commit_all():
-        commits = [
-            store.commit_run_async(row, replace(row, updated_at=9.0, lease_holder="h:1"), "ns")
-            for row in stored[:299]
-        ]
-        # One commit carries a context write, so it is written on its own, in the same group.
-        note = Record("note", b"x", None)
-        commits.append(
-            store.commit_run_async(stored[299], replace(stored[299], updated_at=8.0), "ns", [note])
-        )
-        tasks = [asyncio.ensure_future(commit) for commit in commits]
+        tasks = [asyncio.ensure_future(commit) for commit in make_commits()]
         while len(store._queue) < len(tasks):
             await asyncio.sleep(0.001)
         release.set()
@@ -315,21 +313,65 @@ def test_commit_runs_of_a_group_share_one_statement(store, monkeypatch):
     holder = threading.Thread(target=store.transact, args=(hold,))
     holder.start()
     assert inside.wait(10)
-    monkeypatch.setattr(sqlite_store, "_update_runs", counted)
-    monkeypatch.setattr(sqlite_store._Job, "run", run_alone)
-    results = asyncio.run(commit_all())
-    holder.join(10)
+    # Counted from here, so the held commit itself is not.
+    counted = _CountedWrites(monkeypatch)
+    try:
+        return asyncio.run(commit_all()), counted
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def test_commit_runs_of_a_group_share_one_statement(store, monkeypatch):
+    stored = [_stored_run(store, run_id=f"run-{index:03}") for index in range(300)]
+    # Run 250 changed after its runner read it: its commit must fail, and only its own.
+    store.transact(
+        lambda transaction: transaction.put_run(replace(stored[250], status="cancelled"))
+    )
+    note = Record("note", b"x", None)
+
+    def make_commits():
+        commits = [
+            store.commit_run_async(row, replace(row, updated_at=9.0, lease_holder="h:1"), "ns")
+            for row in stored[:299]
+        ]
+        # One commit carries a context write, so it is written on its own, in the same group.
+        with_note = replace(stored[299], updated_at=8.0)
+        return [*commits, store.commit_run_async(stored[299], with_note, "ns", [note])]
+
+    results, counted = _commit_as_one_group(store, make_commits, monkeypatch)
 
     assert results == [True] * 250 + [False] + [True] * 49
-    # The first 200 runs took one statement. The next 99 took one that wrote nothing, because
-    # of run 250, and then one each; the commit with a context write ran on its own.
-    assert calls == [299]
-    assert len(alone) == 100
+    # The 299 plain commits took chunks of 128, 128, 32, 8, 2 and 1 runs. Runs 128 to 255
+    # shared a statement that wrote nothing, because of run 250, and were then written one by
+    # one. The commit with a context write ran on its own.
+    assert counted.calls == [299]
+    assert len(counted.alone) == 129
     assert store.get_run("app", "run-250").status == "cancelled"
     assert store.get_run("app", "run-000").lease_holder == "h:1"
     assert store.get_run("app", "run-298").updated_at == 9.0
     assert store.get_run("app", "run-299").updated_at == 8.0
     assert _stored(store) == {"note": b"x"}
+
+
+def test_commit_runs_of_two_apps_share_one_statement(store, monkeypatch):
+    # Two applications' runs, with the same run id, in one store file.
+    first = _stored_run(store, app="app-a", run_id="run-1")
+    second = _stored_run(store, app="app-b", run_id="run-1")
+
+    def make_commits():
+        return [
+            store.commit_run_async(row, replace(row, updated_at=5.0), "ns")
+            for row in (first, second)
+        ]
+
+    results, counted = _commit_as_one_group(store, make_commits, monkeypatch)
+
+    assert results == [True, True]
+    assert counted.calls == [2]
+    assert counted.alone == []
+    assert store.get_run("app-a", "run-1").updated_at == 5.0
+    assert store.get_run("app-b", "run-1").updated_at == 5.0
 
 
 class _FailingCommit:

@@ -90,9 +90,9 @@ _UPDATE_UNCHANGED_RUN = (
     f"WHERE app = ? AND run_id = ? AND {' AND '.join(f'{field} IS ?' for field in _RUN_FIELDS)}"
 )
 _UNEXPIRED = "(expires_at IS NULL OR expires_at > ?)"
-# changed_runs binds ten values per run and _update_runs nineteen, well below SQLite's 32,766
-# parameters per statement.
-_RUNS_PER_COMPARISON = 200
+# changed_runs binds ten values per run and _update_runs twenty, so a chunk of this many runs
+# stays well below SQLite's 32,766 parameters per statement.
+_MOST_RUNS_PER_STATEMENT = 128
 # UPDATE ... FROM arrived in SQLite 3.33; an older library writes each run on its own.
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 # The sqlite3 module caches up to 128 prepared statements per connection, keyed by their text,
@@ -222,7 +222,7 @@ def _update_unchanged_run(
     return True
 
 
-@functools.lru_cache(maxsize=8)
+@functools.cache
 def _changed_runs_query(count: int) -> str:
     """Return the query that compares `count` expected runs with the stored ones."""
     values = ", ".join(["(" + ", ".join("?" * (1 + len(_RUN_FIELDS))) + ")"] * count)
@@ -244,17 +244,16 @@ def _update_runs(db: sqlite3.Connection, transaction: Transaction, jobs: list[_J
     up to the interpreter's switch interval. If a run changed meanwhile, the chunk is rolled
     back and its runs are written one by one to learn which.
     """
-    for start in range(0, len(jobs), _RUNS_PER_COMPARISON):
-        chunk = jobs[start : start + _RUNS_PER_COMPARISON]
+    for chunk in _run_chunks(jobs):
         parameters: list[object] = []
         for job in chunk:
             assert job.run_update is not None
             expected, row = job.run_update
-            parameters += (row.run_id, *_run_fields(row), *_run_fields(expected))
+            parameters += (row.app, row.run_id, *_run_fields(row), *_run_fields(expected))
         db.execute("SAVEPOINT runs")
         # The cursor's rowcount stays -1 for a statement that starts with WITH.
         before = db.total_changes
-        db.execute(_update_runs_query(len(chunk)), (*parameters, chunk[0].run_update[0].app))
+        db.execute(_update_runs_query(len(chunk)), parameters)
         if db.total_changes - before == len(chunk):
             for job in chunk:
                 job.result = True
@@ -265,18 +264,32 @@ def _update_runs(db: sqlite3.Connection, transaction: Transaction, jobs: list[_J
         db.execute("RELEASE runs")
 
 
-@functools.lru_cache(maxsize=8)
+@functools.cache
 def _update_runs_query(count: int) -> str:
     """Return the statement that writes `count` runs, each only if it is still as expected."""
     was = [f"was_{field}" for field in _RUN_FIELDS]
-    values = ", ".join(["(" + ", ".join("?" * (1 + 2 * len(_RUN_FIELDS))) + ")"] * count)
+    values = ", ".join(["(" + ", ".join("?" * (2 + 2 * len(_RUN_FIELDS))) + ")"] * count)
     assign = ", ".join(f"{field} = new.{field}" for field in _RUN_FIELDS)
     same = " AND ".join(f"runs.{field} IS new.was_{field}" for field in _RUN_FIELDS)
     return (
-        f"WITH new (run_id, {', '.join(_RUN_FIELDS)}, {', '.join(was)}) AS (VALUES {values}) "
-        f"UPDATE runs SET {assign} FROM new "
-        f"WHERE runs.app = ? AND runs.run_id = new.run_id AND {same}"
+        f"WITH new (app, run_id, {', '.join(_RUN_FIELDS)}, {', '.join(was)}) "
+        f"AS (VALUES {values}) UPDATE runs SET {assign} FROM new "
+        f"WHERE runs.app = new.app AND runs.run_id = new.run_id AND {same}"
     )
+
+
+def _run_chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """Split `items` into chunks of 128, 64, 32 and so on down to 1.
+
+    The statements that compare or write runs have one text per chunk size, and the sqlite3
+    module keeps the prepared statement of each text. Preparing the statement for 128 runs
+    takes about as long as running it, and with eight sizes each is prepared only once.
+    """
+    start = 0
+    while start < len(items):
+        size = min(_MOST_RUNS_PER_STATEMENT, 1 << ((len(items) - start).bit_length() - 1))
+        yield items[start : start + size]
+        start += size
 
 
 def _get_run(db: sqlite3.Connection, app: str, run_id: str) -> RunRow | None:
@@ -692,8 +705,7 @@ class SQLiteStore(Store):
         changed: dict[str, RunRow | None] = {}
         with self._errors("read"):
             db = self._connection()
-            for start in range(0, len(expected), _RUNS_PER_COMPARISON):
-                chunk = expected[start : start + _RUNS_PER_COMPARISON]
+            for chunk in _run_chunks(expected):
                 parameters = [value for row in chunk for value in (row.run_id, *_run_fields(row))]
                 rows = db.execute(_changed_runs_query(len(chunk)), (*parameters, app))
                 for run_id, *stored in rows:
