@@ -202,3 +202,34 @@ def test_changed_run_read_afresh_on_kept_check(engine, clock):
     assert second.ran_step is True
     assert second.run.steps[0].checks == 3
     assert Context(CloudWright.vault(), run_id, "poll", 3, {}).get("seen") == [1, 2]
+
+
+def test_idle_keeper_sleeps_through_new_leases(monkeypatch) -> None:
+    # Steps one after another each take a lease renewed every 20 s. The keeper, idle between
+    # them, must not be woken for each, but still renews a lease due sooner than it looks.
+    from cloudwright_nb.flow.lease import LeaseKeeper
+
+    keeper = LeaseKeeper()
+    wakes = []
+    wait = threading.Condition.wait
+
+    def counted_wait(condition, timeout=None):
+        woken = wait(condition, timeout)
+        if condition is keeper._wake:
+            wakes.append(timeout)
+        return woken
+
+    monkeypatch.setattr(threading.Condition, "wait", counted_wait)
+    keeper.release(keeper.keep(lambda: True, 20.0))
+    time.sleep(0.05)
+    wakes.clear()
+    for _ in range(100):
+        keeper.release(keeper.keep(lambda: True, 20.0))
+    time.sleep(0.05)
+
+    assert wakes == []
+
+    renewed = threading.Event()
+    ticket = keeper.keep(lambda: renewed.set() or True, 0.05)
+    assert renewed.wait(2)
+    keeper.release(ticket)

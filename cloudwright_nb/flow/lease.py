@@ -48,6 +48,12 @@ def _is_zombie(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "Z"
 
 
+# How long the keeper sleeps with no lease to renew. A lease kept for a step is renewed every
+# 20 s by default, so keep() wakes the sleeping keeper only for a shorter period. With a longer
+# idle wait, every step that starts after the last one ended would wake it.
+_IDLE_WAIT_SECONDS = 5.0
+
+
 class LeaseKeeper:
     """One thread that renews the leases of all running steps, each every third of its budget.
 
@@ -86,7 +92,8 @@ class LeaseKeeper:
                 now = time.monotonic()
                 due = [(ticket, renew) for ticket, (at, renew, _) in self._due.items() if at <= now]
                 if not due:
-                    wait = min((at for at, _, _ in self._due.values()), default=now + 60) - now
+                    soonest = min((at for at, _, _ in self._due.values()), default=None)
+                    wait = (soonest if soonest is not None else now + _IDLE_WAIT_SECONDS) - now
                     self._next_look = now + max(wait, 0.01)
                     self._wake.wait(max(wait, 0.01))
                     # Awake, it looks at every ticket before it waits again: no need to wake it.
