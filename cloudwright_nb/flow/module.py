@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -295,7 +296,15 @@ def _running_loop():
 
 def _main_script() -> Path | None:
     path = getattr(sys.modules.get("__main__"), "__file__", None)
-    return Path(path).resolve() if path else None
+    return _resolved(path) if path else None
+
+
+@functools.lru_cache(maxsize=8)
+def _resolved(path: str) -> Path:
+    # Resolving makes a system call per part of the path, and a script may start many runs.
+    # The path of __main__ is absolute since Python 3.9, so the current directory cannot
+    # change what it resolves to.
+    return Path(path).resolve()
 
 
 def _called_from_main() -> bool:
