@@ -2,6 +2,7 @@
 # Both create .venv on first use and reinstall when pyproject.toml changes.
 # `make chromium` installs Debian's chromium, which the browser tests in tests/browser drive.
 # `make bench` runs every benchmark in bench/ at full size; docs/benchmarks.md has the figures.
+# The Firestore ones start Google's Firestore emulator, which needs Java.
 
 PYTHON ?= python3
 VENV := .venv
@@ -45,6 +46,8 @@ bench: $(INSTALLED)
 	$(BIN)/python bench/state_bench.py
 	$(BIN)/python bench/flow_bench.py
 	$(BIN)/python bench/cold_start.py
+	$(BIN)/python bench/roundtrips.py
+	$(BIN)/python bench/first_tick.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -1,9 +1,10 @@
 """A deployed function's first tick on Firestore, against its imports and one transaction.
 
-Needs the Firestore emulator:
+    python bench/first_tick.py            # 30 samples of each command
+    python bench/first_tick.py --quick    # 5 samples
 
-    FIRESTORE_EMULATOR_HOST=127.0.0.1:PORT python bench/first_tick.py            # 30 samples
-    FIRESTORE_EMULATOR_HOST=127.0.0.1:PORT python bench/first_tick.py --quick    # 5 samples
+It starts Google's Firestore emulator on a free loopback port, unless FIRESTORE_EMULATOR_HOST
+names one that is running.
 
 Each sample is a fresh interpreter that imports functions_framework and the entry point, as a
 function instance does, and then does one of two things:
@@ -20,11 +21,11 @@ both. The two commands take turns, and the ratio of the medians is the target: a
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import subprocess
 import sys
 
+from emulator import emulator_host
 from harness import interleaved_medians, print_machine, print_ratio, use_throwaway_master_key
 
 from cloudwright_nb import RERUN, CloudWright
@@ -79,9 +80,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 samples of each command")
     arguments = parser.parse_args()
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        sys.exit("set FIRESTORE_EMULATOR_HOST to a running Firestore emulator")
-    samples = 5 if arguments.quick else 30
+    with emulator_host() as host:
+        measure(host, 5 if arguments.quick else 30)
+
+
+def measure(host: str, samples: int) -> None:
 
     use_throwaway_master_key()
     url = f"firestore://bench-{secrets.token_hex(4)}"
@@ -98,8 +101,7 @@ def main() -> None:
 
     print_machine()
     print(f"{samples} samples of each command, interleaved, medians, against the emulator at")
-    print(f"{os.environ['FIRESTORE_EMULATOR_HOST']}; each imports functions_framework and")
-    print("cloudwright_nb.functions.entry first")
+    print(f"{host}; each imports functions_framework and cloudwright_nb.functions.entry first")
     print()
     for name, seconds in medians.items():
         print(f"imports + {name:<18}{1000 * seconds:8.1f} ms")

@@ -1,6 +1,9 @@
 """Count the Firestore calls that a state read and CloudFlow ticks cost, with a gRPC interceptor.
 
-Needs the Firestore emulator: FIRESTORE_EMULATOR_HOST=127.0.0.1:PORT python bench/roundtrips.py
+    python bench/roundtrips.py
+
+It starts Google's Firestore emulator on a free loopback port, unless FIRESTORE_EMULATOR_HOST
+names one that is running.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ import base64
 import collections
 import os
 import secrets
-import sys
 from collections.abc import Callable
 
 import grpc
+from emulator import emulator_host
 
 from cloudwright_nb import RERUN, CloudWright
 from cloudwright_nb.flow.engine import Engine
@@ -81,12 +84,12 @@ def measure_all(project: str) -> dict[str, dict[str, int]]:
 
 
 def main() -> None:
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        sys.exit("set FIRESTORE_EMULATOR_HOST to a running Firestore emulator")
     os.environ.setdefault(
         "CLOUDWRIGHT_MASTER_KEY", base64.b64encode(secrets.token_bytes(32)).decode()
     )
-    for action, calls in measure_all(f"bench-{secrets.token_hex(4)}").items():
+    with emulator_host():
+        figures = measure_all(f"bench-{secrets.token_hex(4)}")
+    for action, calls in figures.items():
         detail = ", ".join(f"{method} {count}" for method, count in sorted(calls.items()))
         print(f"{action:<48} {sum(calls.values())} call(s): {detail}")
 

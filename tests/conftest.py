@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,77 +16,30 @@ from cloudwright_nb import CloudWright
 
 ROOT = Path(__file__).resolve().parent.parent
 STORES = ["memory", "sqlite", "firestore"]
-EMULATOR_JAR = Path(
-    "/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar"
+
+sys.path.insert(0, str(ROOT / "bench"))
+# Other test modules import free_port from here.
+from emulator import (  # noqa: E402, F401 - bench/ is on the path only from the line above
+    MISSING_EMULATOR,
+    emulator_installed,
+    free_port,
+    running_emulator,
 )
-EMULATOR_MAIN = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
-MISSING_EMULATOR = (
-    f"the Firestore emulator is not installed ({EMULATOR_JAR} is missing): install the Debian "
-    "package google-cloud-cli-firestore-emulator and Java"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_http(url: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
 def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start Google's Firestore emulator on a free loopback port; yield its host:port.
 
-    The jar is started with java directly: the gcloud wrapper leaves the Java process running
-    when it is stopped. Where the emulator is missing, Firestore tests skip, unless
-    CLOUDWRIGHT_REQUIRE_FIRESTORE is set (CI sets it), where they fail.
+    Where the emulator is missing, Firestore tests skip, unless CLOUDWRIGHT_REQUIRE_FIRESTORE
+    is set (CI sets it), where they fail.
     """
-    if not EMULATOR_JAR.exists() or not _java_exists():
+    if not emulator_installed():
         if os.environ.get("CLOUDWRIGHT_REQUIRE_FIRESTORE"):
             pytest.fail(MISSING_EMULATOR)
         pytest.skip(MISSING_EMULATOR)
-    host = f"127.0.0.1:{free_port()}"
-    log = (tmp_path_factory.mktemp("emulator") / "emulator.log").open("w")
-    process = subprocess.Popen(
-        [
-            "java",
-            "-Duser.language=en",
-            "-cp",
-            str(EMULATOR_JAR),
-            EMULATOR_MAIN,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            host.rsplit(":", 1)[1],
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_http(f"http://{host}/", 60)
+    with running_emulator(tmp_path_factory.mktemp("emulator") / "emulator.log") as host:
         yield host
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def _java_exists() -> bool:
-    return any((Path(folder) / "java").exists() for folder in os.environ["PATH"].split(os.pathsep))
 
 
 def reset_emulator(host: str, project: str) -> None:
