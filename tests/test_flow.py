@@ -13,6 +13,7 @@ import io
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -1294,3 +1295,41 @@ def test_collector_tuning_follows_the_number_of_runs() -> None:
         assert gc.get_threshold() == (100_000, 10, 10)
     finally:
         gc.set_threshold(*saved)
+
+
+def test_live_run_read_from_a_thread_keeps_newer_row(cloudflow, engine: Engine) -> None:
+    # A thread rebuilds a live run's attributes from one row while the loop takes a newer
+    # one. The handle must end up showing the newer row.
+    from cloudwright_nb.flow.runners.kernel import LiveRun
+
+    run_id, steps = start(engine, lambda context: cloudflow.RERUN)
+    older = engine.store.get_run(engine.app, run_id)
+    engine.tick(run_id, steps)
+    newer = engine.store.get_run(engine.app, run_id)
+    assert (older.status, newer.status) == ("pending", "waiting")
+
+    live = LiveRun(engine.get(run_id), engine, steps)
+    live.follow(older)
+    building = threading.Event()
+    go_on = threading.Event()
+    view = engine.view
+
+    def slow_view(row):
+        if row is older:
+            building.set()
+            assert go_on.wait(10)
+        return view(row)
+
+    engine.view = slow_view
+    reader = threading.Thread(target=lambda: live.status)
+    reader.start()
+    assert building.wait(10)
+    follower = threading.Thread(target=live.follow, args=(newer,))
+    follower.start()
+    time.sleep(0.05)
+    go_on.set()
+    reader.join(10)
+    follower.join(10)
+
+    assert live.status == "waiting"
+    assert live.steps[0].checks == 1

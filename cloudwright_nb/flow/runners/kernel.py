@@ -39,6 +39,8 @@ class LiveRun(FlowRun):
     """
 
     def __init__(self, snapshot: FlowRun, engine: Engine, steps: Mapping[str, StepSpec]) -> None:
+        # Guards the shown attributes, which follow() drops and a read on any thread rebuilds.
+        self._shown_lock = threading.Lock()
         self.__dict__.update(snapshot.__dict__)
         self.engine = engine
         self.step_specs = dict(steps)
@@ -58,8 +60,9 @@ class LiveRun(FlowRun):
 
     def update(self, snapshot: FlowRun) -> None:
         fresh = {name: value for name, value in snapshot.__dict__.items() if name != "_flow"}
-        self.__dict__.pop("_row", None)
-        self.__dict__.update(fresh)
+        with self._shown_lock:
+            self.__dict__.pop("_row", None)
+            self.__dict__.update(fresh)
         self._notify()
 
     def follow(self, row: RunRow) -> None:
@@ -68,21 +71,27 @@ class LiveRun(FlowRun):
         Between two checks of a waiting run, its attributes are often not read at all. Building
         them from the row only when they are read saves a decryption and many objects a check.
         """
-        # The row goes in first, so a reader on another thread that finds an attribute gone
-        # rebuilds it from this row.
-        self._row = row
-        for name in _CHANGING:
-            self.__dict__.pop(name, None)
+        with self._shown_lock:
+            self._row = row
+            for name in _CHANGING:
+                self.__dict__.pop(name, None)
         self._notify()
 
     def __getattr__(self, name: str) -> Any:
         # Python calls this only for attributes missing from the instance. After follow(),
-        # those are the shown attributes, rebuilt here from the row on first read.
-        row = self.__dict__.get("_row")
-        if row is None or name not in _CHANGING:
+        # those are the shown attributes, rebuilt here from the row on first read. The lock
+        # keeps a read on another thread from putting back attributes of an older row.
+        lock = self.__dict__.get("_shown_lock")
+        if lock is None or name not in _CHANGING:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self.update(self.engine.view(row))
-        return self.__dict__[name]
+        with lock:
+            if name not in self.__dict__:
+                view = self.engine.view(self.__dict__["_row"])
+                self.__dict__.update(
+                    (key, value) for key, value in view.__dict__.items() if key != "_flow"
+                )
+                del self.__dict__["_row"]
+            return self.__dict__[name]
 
     def _notify(self) -> None:
         for listener in list(self._listeners):
