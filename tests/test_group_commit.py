@@ -308,7 +308,7 @@ def _commit_as_one_group(
         while len(store._queue) < len(tasks):
             await asyncio.sleep(0.001)
         release.set()
-        return await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks, return_exceptions=True)
 
     holder = threading.Thread(target=store.transact, args=(hold,))
     holder.start()
@@ -445,3 +445,41 @@ def test_interrupted_callers_never_block_the_queue(store):
     assert not late.is_alive(), "a write after the interrupts never finished"
     assert errors == []
     assert _stored(store)["counter"] == str(len(acknowledged)).encode()
+
+
+def test_failed_commit_spares_many_run_commits(store, monkeypatch):
+    # Two plain commits share one UPDATE. A third commit, with a context write, then fails
+    # with a database error: the group is committed again without it, and the first two,
+    # acknowledged, must be stored.
+    rows = [_stored_run(store, run_id=f"run-{index}") for index in range(3)]
+    update_unchanged_run = sqlite_store._update_unchanged_run
+
+    def failing(expected, row, namespace, puts, deletes, transaction):
+        if puts:
+            raise sqlite3.OperationalError("disk I/O error")
+        return update_unchanged_run(expected, row, namespace, puts, deletes, transaction)
+
+    monkeypatch.setattr(sqlite_store, "_update_unchanged_run", failing)
+
+    def make_commits():
+        note = Record("note", b"x", None)
+        return [
+            store.commit_run_async(rows[0], replace(rows[0], status="running"), "ns"),
+            store.commit_run_async(rows[1], replace(rows[1], status="running"), "ns"),
+            store.commit_run_async(rows[2], replace(rows[2], status="running"), "ns", [note]),
+        ]
+
+    results, counted = _commit_as_one_group(store, make_commits, monkeypatch)
+    first, second, third = results
+
+    # The two runs shared an UPDATE in the failed group, and again in the group committed
+    # after it.
+    assert counted.calls == [2, 2]
+    assert first is True
+    assert second is True
+    assert isinstance(third, StoreError)
+    assert "disk I/O error" in str(third)
+    assert store.get_run("app", "run-0").status == "running"
+    assert store.get_run("app", "run-1").status == "running"
+    assert store.get_run("app", "run-2").status == "waiting"
+    assert _stored(store) == {}

@@ -236,13 +236,14 @@ def _changed_runs_query(count: int) -> str:
     )
 
 
-def _update_runs(db: sqlite3.Connection, transaction: Transaction, jobs: list[_Job]) -> None:
+def _update_runs(db: sqlite3.Connection, transaction: Transaction, jobs: list[_Job]) -> _Job | None:
     """Write the runs of many `commit_run` jobs, each only if it is unchanged.
 
     One statement writes a chunk of runs, so the writing thread gives up the GIL once per
     chunk rather than once per run. Under load, each time it took the GIL back could cost it
     up to the interpreter's switch interval. If a run changed meanwhile, the chunk is rolled
-    back and its runs are written one by one to learn which.
+    back and its runs are written one by one to learn which. Returns a job whose write
+    raised, after which the transaction must be rolled back, or None.
     """
     for chunk in _run_chunks(jobs):
         parameters: list[object] = []
@@ -260,8 +261,10 @@ def _update_runs(db: sqlite3.Connection, transaction: Transaction, jobs: list[_J
         else:
             db.execute("ROLLBACK TO runs")
             for job in chunk:
-                job.run(transaction)
+                if not job.run(transaction):
+                    return job
         db.execute("RELEASE runs")
+    return None
 
 
 @functools.cache
@@ -591,23 +594,14 @@ class SQLiteStore(Store):
             if len(group) == 1:
                 written = group[0].run(transaction)
             else:
-                updates = [job for job in group if job.run_update is not None]
-                if len(updates) > 1 and _UPDATE_FROM:
-                    _update_runs(db, transaction, updates)
-                    group = [job for job in group if job.run_update is None]
-                for job in group:
-                    if not job.savepoint:
-                        if not job.run(transaction):
-                            db.execute("ROLLBACK")
-                            if isinstance(job.error, sqlite3.DatabaseError):
-                                job.error = self._error("write to", job.error)
-                            self._commit_again([other for other in group if other is not job])
-                            return
-                        continue
-                    db.execute("SAVEPOINT job")
-                    if not job.run(transaction):
-                        db.execute("ROLLBACK TO job")
-                    db.execute("RELEASE job")
+                failed = self._run_group(db, transaction, group)
+                if failed is not None:
+                    # Work without a savepoint failed: commit the rest afresh, without it.
+                    db.execute("ROLLBACK")
+                    if isinstance(failed.error, sqlite3.DatabaseError):
+                        failed.error = self._error("write to", failed.error)
+                    self._commit_again([other for other in group if other is not failed])
+                    return
                 written = True
             db.execute("COMMIT" if written else "ROLLBACK")
         except BaseException as error:
@@ -630,6 +624,29 @@ class SQLiteStore(Store):
         for job in group:
             if isinstance(job.error, sqlite3.DatabaseError):
                 job.error = self._error("write to", job.error)
+
+    def _run_group(
+        self, db: sqlite3.Connection, transaction: Transaction, group: list[_Job]
+    ) -> _Job | None:
+        """Run a group's jobs in the open transaction; return a job without a savepoint that
+        failed, after which the transaction must be rolled back."""
+        rest = group
+        updates = [job for job in group if job.run_update is not None]
+        if len(updates) > 1 and _UPDATE_FROM:
+            failed = _update_runs(db, transaction, updates)
+            if failed is not None:
+                return failed
+            rest = [job for job in group if job.run_update is None]
+        for job in rest:
+            if not job.savepoint:
+                if not job.run(transaction):
+                    return job
+                continue
+            db.execute("SAVEPOINT job")
+            if not job.run(transaction):
+                db.execute("ROLLBACK TO job")
+            db.execute("RELEASE job")
+        return None
 
     def _commit_again(self, group: list[_Job]) -> None:
         """Commit a group afresh after a job without a savepoint failed and was left out."""
