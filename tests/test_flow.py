@@ -1333,3 +1333,21 @@ def test_live_run_read_from_a_thread_keeps_newer_row(cloudflow, engine: Engine) 
 
     assert live.status == "waiting"
     assert live.steps[0].checks == 1
+
+
+def test_each_step_transition_prints_once(cloudflow) -> None:
+    # The last step's commit ends the run, which needs a transaction after the one-write try.
+    def ok(context):
+        return cloudflow.CONTINUE
+
+    def last(context):
+        return cloudflow.CONTINUE
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run = cloudflow.run(ok, last)
+
+    lines = [line.split("] ", 1)[1] for line in printed.getvalue().splitlines()]
+    assert run.status == "succeeded"
+    assert len(lines) == len(set(lines))
+    assert next(line for line in lines if "run succeeded" in line).startswith("last: done")

@@ -829,7 +829,8 @@ class Engine:
         # A partial, not a closure: thousands of commits may wait at once, and a closure would
         # add a cell object per captured name for the garbage collector to walk.
         puts, deletes = result.context.pending_writes()
-        return functools.partial(self._commit_in, claim, steps, result, puts, deletes)
+        shown = len(claim.events)
+        return functools.partial(self._commit_in, claim, steps, result, puts, deletes, shown)
 
     def _commit_in(
         self,
@@ -838,10 +839,16 @@ class Engine:
         result: StepResult,
         puts: list[Record],
         deletes: list[str],
+        shown: int,
         transaction: Transaction,
     ) -> Claim | TickResult:
-        """Apply a step's outcome in `transaction`: the work of `_commit_work`."""
+        """Apply a step's outcome in `transaction`: the work of `_commit_work`.
+
+        The work may run more than once: as one conditional write first, then in a transaction,
+        and again if the transaction is retried. Each run drops the events of the one before.
+        """
         events = claim.events
+        del events[shown:]
         row = self._row(transaction, claim.run_id)
         details, claim.details = claim.details, None
         if details is None or row is not claim.expected:
