@@ -153,7 +153,7 @@ class Runtime:
                 self._settings["store"] = store
                 self._close_store()
             if inputs is not None:
-                self._settings["inputs"] = dict(inputs)
+                self._settings["inputs"] = check_inputs(inputs)
             if interval is not None:
                 self._settings["interval"] = parse_duration(interval, name="interval")
             if master_key is not None:

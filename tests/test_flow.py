@@ -1351,3 +1351,20 @@ def test_each_step_transition_prints_once(cloudflow) -> None:
     assert run.status == "succeeded"
     assert len(lines) == len(set(lines))
     assert next(line for line in lines if "run succeeded" in line).startswith("last: done")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"rate": float("nan")}, "invalid input 'rate'"),
+        ({"when": datetime(2026, 1, 2)}, "invalid input 'when'"),
+        ({"tags": {1, 2}}, "invalid input 'tags'"),
+        (["a"], "inputs must be a dict of names to JSON values, not list ['a']"),
+    ],
+)
+def test_bad_configured_inputs_name_the_input(inputs, message) -> None:
+    # Inputs set on the application reach every run's details; they are checked like run's.
+    with pytest.raises(InvalidInputError) as raised:
+        CloudWright.configure(inputs=inputs)
+
+    assert message in str(raised.value)
