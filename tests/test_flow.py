@@ -1220,8 +1220,8 @@ def test_bad_run_inputs_name_the_input(cloudflow, inputs, message) -> None:
 
 
 def test_inputs_orjson_refuses_are_kept_exactly(cloudflow) -> None:
-    # Run details are encoded by orjson, which refuses an integer over 64 bits and a lone
-    # surrogate; json encodes those runs instead, so nothing is lost or rounded.
+    # Run details are encoded by orjson, which rejects an integer over 64 bits and a lone
+    # surrogate. json encodes those runs instead, so nothing is lost or rounded.
     inputs = {"big": 2**70, "lone": "\udc80", "accent": "é"}
     seen = []
 
@@ -1238,7 +1238,7 @@ def test_inputs_orjson_refuses_are_kept_exactly(cloudflow) -> None:
 
 
 def test_flow_run_fields_name_every_attribute(cloudflow, engine: Engine) -> None:
-    # A LiveRun rebuilds exactly these when its run changes; a new attribute must be listed.
+    # A LiveRun rebuilds exactly these when its run changes, so a new attribute must be listed.
     run_id, _ = start(engine, lambda context: cloudflow.CONTINUE)
 
     assert set(vars(engine.get(run_id))) - {"_flow"} == FlowRun.FIELDS
@@ -1297,7 +1297,7 @@ def test_collector_tuning_follows_the_number_of_runs() -> None:
         gc.set_threshold(*saved)
 
 
-def test_live_run_read_from_a_thread_keeps_newer_row(cloudflow, engine: Engine) -> None:
+def test_live_run_thread_read_keeps_newer_row(cloudflow, engine: Engine) -> None:
     # A thread rebuilds a live run's attributes from one row while the loop takes a newer
     # one. The handle must end up showing the newer row.
     from cloudwright_nb.flow.runners.kernel import LiveRun
@@ -1363,7 +1363,7 @@ def test_each_step_transition_prints_once(cloudflow) -> None:
     ],
 )
 def test_bad_configured_inputs_name_the_input(inputs, message) -> None:
-    # Inputs set on the application reach every run's details; they are checked like run's.
+    # Inputs set on the application reach every run's details, so they are checked as a run's.
     with pytest.raises(InvalidInputError) as raised:
         CloudWright.configure(inputs=inputs)
 

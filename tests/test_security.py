@@ -578,7 +578,7 @@ def test_sealed_records_never_share_a_nonce():
 def test_forked_child_draws_its_own_nonces():
     from cloudwright_nb.state import crypto
 
-    crypto._NONCES.take()  # The pool now holds nonces the parent has not used yet.
+    crypto._NONCES.take()  # The pool now contains nonces the parent has not used yet.
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
