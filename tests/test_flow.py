@@ -1368,3 +1368,25 @@ def test_bad_configured_inputs_name_the_input(inputs, message) -> None:
         CloudWright.configure(inputs=inputs)
 
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("caller", ["loop", "thread"])
+def test_cancel_ends_waiting_live_run_at_once(cloudflow, caller) -> None:
+    # The run waits an hour between checks; a cancel must not leave its handle waiting too.
+    async def poll(context):
+        return cloudflow.RERUN
+
+    async def main():
+        live = cloudflow.run(poll, interval="1h")
+        while live.steps[0].status != "waiting":
+            await asyncio.sleep(0.01)
+        if caller == "loop":
+            cloudflow.cancel(live.id)
+        else:
+            await asyncio.to_thread(cloudflow.cancel, live.id)
+        return await asyncio.wait_for(asyncio.shield(live._task), 5)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ended = asyncio.run(main())
+
+    assert ended.status == "cancelled"

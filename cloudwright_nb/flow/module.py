@@ -236,8 +236,20 @@ class CloudFlow:
         return self.engine.list(status, limit)
 
     def cancel(self, run_id: str) -> FlowRun:
-        """Cancel a run: it starts no further check."""
-        return self.engine.cancel(run_id)
+        """Cancel a run: it starts no further check.
+
+        A run this process drives on an event loop is woken, so its handle ends now rather than
+        at its next check. A runner in another process finds out at its next check.
+        """
+        run = self.engine.cancel(run_id)
+        if "asyncio" in sys.modules:
+            # Only a process with an event loop can be driving the run on one.
+            from .runners.kernel import KernelRunner
+
+            live = KernelRunner.shared().driving(run_id)
+            if live is not None and live.engine.app == self.engine.app:
+                live.wake()
+        return run
 
     def resume(self, run_id: str, *steps: Callable[..., Any]) -> FlowRun:
         """Carry a live run on from the step it was on, after a restart or a crash.

@@ -8,6 +8,7 @@ loop, so neither the kernel nor its widgets freeze while a step works.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import gc
@@ -101,8 +102,15 @@ class LiveRun(FlowRun):
                 log.exception("a listener of run %s failed", self.id)
 
     def wake(self) -> None:
-        """Cut the current wait short, after a cancel or retry from elsewhere."""
-        _resolve(self._waking)
+        """Cut the current wait short, after a cancel or retry from elsewhere; any thread."""
+        if self._task is None or self._task.done():
+            return
+        loop = self._task.get_loop()
+        if _running_loop() is loop:
+            _resolve(self._waking)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(lambda: _resolve(self._waking))
 
     @property
     def running(self) -> bool:
