@@ -13,6 +13,8 @@ Duration = int | float | str | timedelta
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _EXAMPLES = "a number of seconds, '500ms', '5s', '2m', '1h', '1d' or a timedelta"
+# Check times are stored as timestamps, and one much further ahead overflows the date types.
+MAX_SECONDS = 100 * 365 * 86400.0
 
 
 def parse_duration(value: Duration, *, name: str = "duration") -> float:
@@ -25,7 +27,10 @@ def parse_duration(value: Duration, *, name: str = "duration") -> float:
     elif isinstance(value, bool):
         raise InvalidDurationError(f"invalid {name} {value!r}: expected {_EXAMPLES}")
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
     elif isinstance(value, str):
         match = _PATTERN.match(value.removeprefix("-"))
         if match is None:
@@ -39,8 +44,12 @@ def parse_duration(value: Duration, *, name: str = "duration") -> float:
             f"invalid {name} {value!r} of type {type(value).__name__}: expected {_EXAMPLES}"
         )
 
-    if not math.isfinite(seconds) or seconds <= 0:
+    if math.isnan(seconds) or seconds <= 0:
         raise InvalidDurationError(f"invalid {name} {value!r}: it must be greater than zero")
+    if seconds > MAX_SECONDS:
+        raise InvalidDurationError(
+            f"invalid {name} {value!r:.60}: it must be at most 36500d (100 years)"
+        )
     return seconds
 
 

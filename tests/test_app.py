@@ -431,6 +431,9 @@ def test_parse_duration_accepts(value, seconds):
         float("nan"),
         float("inf"),
         [5],
+        "99999999999d",
+        1e300,
+        timedelta(days=40000),
     ],
     ids=repr,
 )
@@ -441,6 +444,12 @@ def test_parse_duration_rejects_with_value_in_message(value):
     assert isinstance(caught.value, CloudWrightError)
     assert isinstance(caught.value, ValueError)
     assert repr(value) in str(caught.value)
+
+
+def test_parse_duration_caps_a_huge_number():
+    # Check times are stored as timestamps, which a wait this long would overflow.
+    with pytest.raises(InvalidDurationError, match="it must be at most 36500d"):
+        parse_duration(10**400, name="interval")
 
 
 def test_parse_duration_names_the_option():
