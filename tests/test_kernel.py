@@ -79,6 +79,12 @@ class Kernel:
             elif kind == "error":
                 reply.errors.append(f"{content['ename']}: {content['evalue']}")
         reply.seconds = time.monotonic() - started
+        # Read the execute_reply before the next request. ipykernel 7 sends it raw on the shell
+        # socket, and a request that arrives while it is being sent can go unread, which once
+        # left a test that runs cells back to back waiting. Details:
+        # https://github.com/ipython/ipykernel/issues/1554
+        while self.client.get_shell_msg(timeout=timeout)["parent_header"].get("msg_id") != msg_id:
+            pass
         return reply
 
     def value(self, expression: str) -> str:
