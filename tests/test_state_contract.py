@@ -854,9 +854,13 @@ def test_store_changed_runs_returns_only_what_changed(store):
     assert store.changed_runs("app-ns", rows) == {}
 
     cancelled = replace(rows[3], status="cancelled", next_check_at=None)
-    taken = replace(rows[240], lease_holder="other:1", lease_expires_at=rows[240].created_at + 60)
+    taken_over = replace(
+        rows[240], lease_holder="other:1", lease_expires_at=rows[240].created_at + 60
+    )
     resealed = replace(rows[7], blob=b"\x02other")
-    store.transact(lambda transaction: [transaction.put_run(row) for row in (cancelled, taken)])
+    store.transact(
+        lambda transaction: [transaction.put_run(row) for row in (cancelled, taken_over)]
+    )
     store.transact(lambda transaction: transaction.put_run(resealed))
     store.delete_runs("app-ns", ["run-100"])
     never_stored = run_row("run-999", time.time())
@@ -867,7 +871,7 @@ def test_store_changed_runs_returns_only_what_changed(store):
         "run-003": cancelled,
         "run-007": resealed,
         "run-100": None,
-        "run-240": taken,
+        "run-240": taken_over,
         "run-999": None,
     }
     assert store.changed_runs("other-app", rows[:2]) == {"run-000": None, "run-001": None}

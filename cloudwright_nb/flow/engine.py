@@ -533,7 +533,7 @@ class Engine:
     def _reclaim(
         self, kept: Claim, steps: Mapping[str, StepSpec], force: bool, row: RunRow | None
     ) -> Claim | TickResult | None:
-        """Check a kept lease against the run as just read; None sends the tick down the
+        """Check a kept lease against the run as just read. None sends the tick down the
         transactional path.
 
         The read catches a cancel or a takeover that happened while the runner waited, so no
@@ -802,7 +802,7 @@ class Engine:
         work = self._commit_work(claim, steps, result)
         outcome = None
         if claim.expected is not None:
-            recorded = self._record_kept(claim, work)
+            recorded = self._record_one_write(claim, work)
             if recorded is not None and self.store.commit_run(*recorded[1]):
                 outcome = recorded[0]
         if outcome is None:
@@ -816,7 +816,7 @@ class Engine:
         work = self._commit_work(claim, steps, result)
         outcome = None
         if claim.expected is not None:
-            recorded = self._record_kept(claim, work)
+            recorded = self._record_one_write(claim, work)
             if recorded is not None and await self.store.commit_run_async(*recorded[1]):
                 outcome = recorded[0]
         if outcome is None:
@@ -829,8 +829,10 @@ class Engine:
         # A partial, not a closure: thousands of commits may wait at once, and a closure would
         # add a cell object per captured name for the garbage collector to walk.
         puts, deletes = result.context.pending_writes()
-        shown = len(claim.events)
-        return functools.partial(self._commit_in, claim, steps, result, puts, deletes, shown)
+        events_before = len(claim.events)
+        return functools.partial(
+            self._commit_in, claim, steps, result, puts, deletes, events_before
+        )
 
     def _commit_in(
         self,
@@ -839,7 +841,7 @@ class Engine:
         result: StepResult,
         puts: list[Record],
         deletes: list[str],
-        shown: int,
+        events_before: int,
         transaction: Transaction,
     ) -> Claim | TickResult:
         """Apply a step's outcome in `transaction`: the work of `_commit_work`.
@@ -848,14 +850,14 @@ class Engine:
         and again if the transaction is retried. Each run drops the events of the one before.
         """
         events = claim.events
-        del events[shown:]
+        del events[events_before:]
         row = self._row(transaction, claim.run_id)
         details, claim.details = claim.details, None
         if details is None or row is not claim.expected:
             details = self._open(row)
         moment = self.clock()
         if claim.rechecked:
-            # The check was counted when the wait began; this is when it ran.
+            # The check was counted when the wait began, and this is when it ran.
             details.steps[claim.step_index].last_check_at = claim.tick_started
         if row.status == "cancelled":
             return self._skip(
@@ -962,10 +964,10 @@ class Engine:
         row = self._put(transaction, row, details, lease_holder=None, lease_expires_at=None)
         return self._skip(row, "the tick's time budget is spent", events=events)
 
-    def _record_kept(
+    def _record_one_write(
         self, claim: Claim, work: Callable[[Transaction], Claim | TickResult]
     ) -> tuple[Claim | TickResult, tuple[Any, ...]] | None:
-        """Prepare a commit as one conditional write against the run read before the step ran.
+        """Prepare a commit as one conditional write against the run last written or read.
 
         Returns the outcome and the arguments of `commit_run`, or None when one write cannot
         do (the outcome ends the run, for example), and the caller commits in a transaction.
@@ -1091,7 +1093,7 @@ class Engine:
 
 
 class _BatchedReads:
-    """Reads the runs that tasks on one event loop ask for in the same turn, in one query.
+    """The reads of runs that tasks on one event loop request in the same turn, made in one query.
 
     Thousands of runs that each wake once a second check their kept leases. One query per turn
     of the loop instead of one per run saves time, and it saves the loop's thread from giving up
@@ -1105,7 +1107,7 @@ class _BatchedReads:
         self._waiting: list[tuple[RunRow, asyncio.Future[RunRow | None]]] = []
 
     def read(self, written: RunRow) -> asyncio.Future[RunRow | None]:
-        """Return the run as stored now; `written` is how this process last wrote it."""
+        """Return the run as stored now, given `written`, the run as this process last wrote it."""
         if not self._waiting:
             self.loop.call_soon(self._read_all)
         future = self.loop.create_future()

@@ -92,7 +92,7 @@ _UPDATE_UNCHANGED_RUN = (
 _UNEXPIRED = "(expires_at IS NULL OR expires_at > ?)"
 # changed_runs binds ten values per run and _update_runs twenty, so a chunk of this many runs
 # stays well below SQLite's 32,766 parameters per statement.
-_MOST_RUNS_PER_STATEMENT = 128
+_MAX_RUNS_PER_STATEMENT = 128
 # UPDATE ... FROM arrived in SQLite 3.33; an older library writes each run on its own.
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 # The sqlite3 module caches up to 128 prepared statements per connection, keyed by their text,
@@ -290,7 +290,7 @@ def _run_chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """
     start = 0
     while start < len(items):
-        size = min(_MOST_RUNS_PER_STATEMENT, 1 << ((len(items) - start).bit_length() - 1))
+        size = min(_MAX_RUNS_PER_STATEMENT, 1 << ((len(items) - start).bit_length() - 1))
         yield items[start : start + size]
         start += size
 
